@@ -1,0 +1,44 @@
+# CTA: the two commands are `make demo` (the main job) and `make test` (the test suite).
+# Both create the virtualenv first if it is missing or pyproject.toml changed; both are idempotent.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv demo test test-fast lint bench serve-exchange flows-serve clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	# The CPU build of torch first (from the local wheel cache): nothing may pull a CUDA build later.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv            ## the whole job on embedded defaults
+	$(BIN)/cta demo
+
+test: venv            ## the whole test suite
+	$(BIN)/python -m pytest
+
+test-fast: venv       ## everything but the tests marked slow
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: venv           ## benchmarks: prints a table, writes benchmarks/results/*.json
+	$(BIN)/python -m benchmarks.run
+
+serve-exchange: venv
+	$(BIN)/cta exchange serve
+
+flows-serve: venv
+	$(BIN)/cta flows serve
+
+clean:
+	rm -rf data logs .pytest_cache .mypy_cache .ruff_cache

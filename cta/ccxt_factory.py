@@ -1,0 +1,63 @@
+"""Build a ccxt exchange object from plain settings: the one place ccxt objects are constructed."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import ccxt
+import ccxt.async_support as ccxt_async
+
+# Options that keep ccxt from making signed calls the system does not need (Binance-specific keys are
+# ignored by other venues), and restrict market loading to spot.
+SPOT_ONLY_OPTIONS: dict[str, Any] = {
+    "defaultType": "spot",
+    "fetchMarkets": {"types": ["spot"]},
+    "fetchCurrencies": False,
+    "fetchMargins": False,
+}
+
+
+def rewrite_api_urls(urls: Any, base_url: str) -> Any:
+    """Point every API URL of a ccxt exchange at `base_url`, keeping the original host as a path.
+
+    'https://api.binance.com/api/v3' -> 'http://127.0.0.1:8765/api.binance.com/api/v3'.
+    The local exchange server accepts both that form and the plain '/api/v3/...' form.
+    """
+    base = base_url.rstrip("/") + "/"
+    if isinstance(urls, dict):
+        return {k: rewrite_api_urls(v, base_url) for k, v in urls.items()}
+    if isinstance(urls, str):
+        return re.sub(r"^https?://", base, urls)
+    return urls
+
+
+def build_ccxt(
+    exchange_id: str,
+    *,
+    api_url: str | None = None,
+    api_key: str | None = None,
+    api_secret: str | None = None,
+    rate_limit_ms: float | None = None,
+    timeout_ms: int = 10_000,
+    asynchronous: bool = True,
+    extra_options: dict[str, Any] | None = None,
+) -> Any:
+    """A configured ccxt exchange (async by default). Raises AttributeError for an unknown id."""
+    module = ccxt_async if asynchronous else ccxt
+    exchange_class = getattr(module, exchange_id)
+    config: dict[str, Any] = {
+        "enableRateLimit": True,
+        "timeout": timeout_ms,
+        "options": {**SPOT_ONLY_OPTIONS, **(extra_options or {})},
+    }
+    if rate_limit_ms is not None:
+        config["rateLimit"] = rate_limit_ms
+    if api_key:
+        config["apiKey"] = api_key
+    if api_secret:
+        config["secret"] = api_secret
+    exchange = exchange_class(config)
+    if api_url:
+        exchange.urls["api"] = rewrite_api_urls(exchange.urls["api"], api_url)
+    return exchange

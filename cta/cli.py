@@ -1,0 +1,311 @@
+"""`cta`: the command line. Entry point: loads settings once, configures logging, runs a command.
+
+Every failure ends with a one-line reason on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlparse
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cta.config import Settings, load_settings
+from cta.errors import CTAError
+
+log = logging.getLogger("cta.cli")
+console = Console()
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="CTA: ingest, validate, build features, train, backtest-gate and trade crypto.")
+exchange_app = typer.Typer(no_args_is_help=True, help="The local Binance-compatible exchange server.")
+lake_app = typer.Typer(no_args_is_help=True, help="The candle lake.")
+flows_app = typer.Typer(no_args_is_help=True, help="Prefect flows and scheduled deployments.")
+config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
+app.add_typer(exchange_app, name="exchange")
+app.add_typer(lake_app, name="lake")
+app.add_typer(flows_app, name="flows")
+app.add_typer(config_app, name="config")
+
+SymbolOpt = Annotated[list[str] | None, typer.Option("--symbol", "-s", help="Symbol, e.g. BTC/USDT (repeatable).")]
+TimeframeOpt = Annotated[list[str] | None, typer.Option("--timeframe", "-t", help="Timeframe, e.g. 1h (repeatable).")]
+
+
+@app.callback()
+def _setup(
+    ctx: typer.Context,
+    profile: Annotated[str | None, typer.Option("--profile", "-p", envvar="CTA_PROFILE",
+                                                help="Config profile: default, production, ...")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    from cta.logs import configure_logging
+    from cta.runtime_env import apply_offline_env
+
+    if profile:
+        os.environ["CTA_PROFILE"] = profile  # flows load settings from the same environment
+    overrides = {"logging": {"level": "DEBUG"}} if verbose else None
+    settings = load_settings(profile, overrides=overrides)
+    apply_offline_env(settings.paths.data_dir)
+    configure_logging(settings.logging, settings.paths.logs_dir, settings.secrets.values())
+    ctx.obj = settings
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+# --- exchange ------------------------------------------------------------------------------------
+@exchange_app.command("serve")
+def exchange_serve(
+    ctx: typer.Context,
+    data_dir: Annotated[Path | None, typer.Option(help="Directory of candle files (default: bundled).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (0 = any free port).")] = None,
+    speed: Annotated[float | None, typer.Option(help="Market seconds per wall second (0 = frozen).")] = None,
+    start: Annotated[str | None, typer.Option(help="Replay start, ISO-8601 UTC or epoch ms.")] = None,
+    latency_ms: Annotated[int | None, typer.Option(help="Fault: added latency per request.")] = None,
+    error_rate: Annotated[float | None, typer.Option(help="Fault: share of requests answered 503.")] = None,
+    timeout_rate: Annotated[float | None, typer.Option(help="Fault: share of requests that hang.")] = None,
+    drop_rate: Annotated[float | None, typer.Option(help="Fault: share of orders executed but unanswered.")] = None,
+) -> None:
+    """Run the local Binance-compatible exchange, replaying real candles (Ctrl-C stops it)."""
+    from cta.exchange_server.runner import serve_forever
+    from cta.exchange_server.settings import LocalExchangeSettings
+
+    settings = _settings(ctx)
+    base = settings.local_exchange.model_dump()
+    updates = {k: v for k, v in {"data_dir": data_dir, "port": port, "speed": speed, "start": start}.items()
+               if v is not None}
+    faults = {k: v for k, v in {"latency_ms": latency_ms, "error_rate": error_rate, "timeout_rate": timeout_rate,
+                                "drop_after_execute_rate": drop_rate}.items() if v is not None}
+    server_settings = _validated(LocalExchangeSettings, {**base, **updates,
+                                                         "faults": {**base["faults"], **faults}}, "local_exchange")
+    secrets = settings.secrets
+    serve_forever(
+        server_settings,
+        api_key=secrets.api_key.get_secret_value() if secrets.api_key else None,
+        api_secret=secrets.api_secret.get_secret_value() if secrets.api_secret else None,
+    )
+
+
+def _validated(model: Any, data: dict[str, Any], section: str) -> Any:
+    from pydantic import ValidationError
+
+    from cta.errors import ConfigError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        error = e.errors()[0]
+        raise ConfigError(".".join([section, *map(str, error["loc"])]), error.get("input"), error["msg"]) from None
+
+
+# --- ingest / validate / lake --------------------------------------------------------------------
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    symbol: SymbolOpt = None,
+    timeframe: TimeframeOpt = None,
+    start: Annotated[str | None, typer.Option(help="Backfill start (ISO-8601 UTC); default from config.")] = None,
+    end: Annotated[str | None, typer.Option(help="Backfill end, exclusive; default: newest closed candle.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Backfill or resume candles from the configured venue into the lake (a Prefect flow run)."""
+    from flows.ingest import ingest_flow
+
+    reports = asyncio.run(ingest_flow(symbols=symbol, timeframes=timeframe, start=start, end=end,
+                                      show_progress=progress))
+    _print_ingest(reports)
+
+
+def _print_ingest(reports: list[dict[str, Any]]) -> None:
+    table = Table(title="ingestion")
+    for column in ("market", "fetched", "added", "unchanged", "quarantined", "gaps"):
+        table.add_column(column, justify="left" if column == "market" else "right")
+    for r in reports:
+        table.add_row(r["market"], str(r["fetched"]), str(r["added"]), str(r["unchanged"]),
+                      str(r["quarantined"]), str(len(r["gaps"])))
+    console.print(table)
+
+
+@app.command()
+def validate(ctx: typer.Context, symbol: SymbolOpt = None, timeframe: TimeframeOpt = None) -> None:
+    """Re-check stored candles: the "candles" suite, manifest hashes, and gaps."""
+    validate_lake(_settings(ctx), symbol, timeframe)
+
+
+def validate_lake(settings: Settings, symbols: list[str] | None = None, timeframes: list[str] | None = None) -> None:
+    from cta.clock import SystemClock
+    from cta.components import make_lake
+    from cta.validation import find_gaps, validate_candles
+
+    lake = make_lake(settings)
+    markets = [m for m in lake.markets()
+               if (not symbols or m.symbol in symbols) and (not timeframes or m.timeframe in timeframes)]
+    if not markets:
+        raise CTAError(f"no stored candles match in {lake.uri}; run `cta ingest` first")
+    table = Table(title=f"validation of {lake.uri}")
+    for column in ("market", "rows", "suite", "hashes", "gaps (missing)"):
+        table.add_column(column)
+    failed = False
+    now_ms = SystemClock().now_ms()
+    for market in markets:
+        candles = lake.read(market)
+        report = validate_candles(candles, market.timeframe, now_ms, settings.validation.results_dir)
+        problems = lake.verify(market)
+        gaps = find_gaps(candles["ts"], market.timeframe)
+        failed |= (not report.success) or bool(problems)
+        table.add_row(str(market), str(len(candles)), "passed" if report.success else report.summary(),
+                      "ok" if not problems else "; ".join(problems),
+                      f"{len(gaps)} ({sum(n for _, n in gaps)})")
+    console.print(table)
+    if failed:
+        raise CTAError("validation failed (details above; GX results under "
+                       f"{settings.validation.results_dir / 'candles'})")
+
+
+@lake_app.command("show")
+def lake_show(ctx: typer.Context) -> None:
+    """Summarise the lake: markets, partitions, rows, first/last candle."""
+    print_lake_summary(_settings(ctx))
+
+
+def print_lake_summary(settings: Settings) -> None:
+    from cta.components import make_lake
+    from cta.lake import summarize
+
+    lake = make_lake(settings)
+    summary = summarize(lake.manifests())
+    table = Table(title=f"candle lake: {lake.uri}")
+    for column in summary.columns:
+        table.add_column(str(column))
+    for row in summary.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    console.print(table if len(summary) else f"candle lake {lake.uri} is empty")
+
+
+# --- flows ---------------------------------------------------------------------------------------
+@flows_app.command("serve")
+def flows_serve(ctx: typer.Context) -> None:
+    """Serve the scheduled deployments (ingest per timeframe). Starts a local Prefect server unless
+    prefect.api_url / PREFECT_API_URL points at one. Ctrl-C stops."""
+    from cta.prefect_server import prefect_healthy, start_prefect_server
+
+    settings = _settings(ctx)
+    api_url = os.environ.get("PREFECT_API_URL") or settings.prefect.api_url
+    server = None
+    if not api_url or not prefect_healthy(api_url):
+        if api_url and urlparse(api_url).hostname not in ("127.0.0.1", "localhost"):
+            raise CTAError(f"Prefect API at {api_url} is not reachable")
+        server, api_url = start_prefect_server(settings.prefect.server_port, settings.paths.data_dir / "prefect")
+    os.environ["PREFECT_API_URL"] = api_url
+    console.print(f"Prefect UI: {api_url.removesuffix('/api')}  (Ctrl-C stops serving)")
+    try:
+        from prefect import serve
+
+        from flows.deployments import ingest_deployments
+
+        serve(*ingest_deployments(settings.markets.timeframes, settings.prefect.schedule_offset_s))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+# --- config --------------------------------------------------------------------------------------
+@config_app.command("show")
+def config_show(ctx: typer.Context) -> None:
+    """Print the effective configuration (secrets only as set/unset) and its hash."""
+    settings = _settings(ctx)
+    secrets = {name: ("set" if getattr(settings.secrets, name) else "unset")
+               for name in type(settings.secrets).model_fields}
+    console.print_json(json.dumps({"config_hash": settings.config_hash(), "settings": settings.public_dict(),
+                                   "secrets": secrets}))
+
+
+# --- demo ----------------------------------------------------------------------------------------
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """The main job on embedded defaults: local exchange → ingest → validate → lake summary."""
+    settings = _settings(ctx)
+    with local_exchange_for(settings):
+        from flows.ingest import ingest_flow
+
+        reports = asyncio.run(ingest_flow(show_progress=True))
+        _print_ingest(reports)
+    validate_lake(settings)
+    print_lake_summary(settings)
+    console.print("Runs: `cta flows serve` starts the Prefect server; UI at "
+                  f"http://127.0.0.1:{settings.prefect.server_port}")
+
+
+@contextlib.contextmanager
+def local_exchange_for(settings: Settings) -> Iterator[None]:
+    """Start the local exchange for the demo unless one already answers at exchange.api_url."""
+    url = settings.exchange.api_url
+    parsed = urlparse(url or "")
+    if not url or parsed.hostname not in ("127.0.0.1", "localhost"):
+        raise CTAError("the demo runs against the local exchange: set exchange.api_url to http://127.0.0.1:PORT")
+    port = parsed.port or 80
+    if _listening(parsed.hostname or "127.0.0.1", port):
+        console.print(f"using the exchange already listening at {url}")
+        yield
+        return
+    from cta.exchange_server.runner import LocalExchangeServer
+
+    secrets = settings.secrets
+    server = LocalExchangeServer(
+        settings.local_exchange.model_copy(update={"port": port}),
+        api_key=secrets.api_key.get_secret_value() if secrets.api_key else None,
+        api_secret=secrets.api_secret.get_secret_value() if secrets.api_secret else None,
+    )
+    console.print(f"local exchange replaying real Binance candles at {server.start()}")
+    try:
+        yield
+    finally:
+        server.stop()
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+def main() -> None:
+    """Console entry point: one-line errors, non-zero exits."""
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except CTAError as e:
+        log.debug("command failed", exc_info=True)
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:
+        log.exception("unexpected failure")
+        typer.echo(f"error: unexpected {type(e).__name__}: {e} (traceback in logs/)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

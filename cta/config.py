@@ -1,0 +1,285 @@
+"""One typed, frozen settings object: config/default.json, then config/<profile>.json, then CTA_* env.
+
+Environment overrides use `CTA_<SECTION>__<FIELD>=value` (double underscore between levels; values are
+parsed as JSON when they parse, else taken as strings), e.g. `CTA_INGEST__START=2022-01-01`.
+Secrets never come from files: they are read from their own environment variables (see `Secrets`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from cta.errors import ConfigError
+from cta.exchange_server.settings import LocalExchangeSettings
+from cta.timeframes import TIMEFRAME_MS
+
+ENV_PREFIX = "CTA_"
+SECRET_ENV_VARS: dict[str, str] = {
+    "api_key": "CTA_API_KEY",
+    "api_secret": "CTA_API_SECRET",
+    "db_password": "CTA_DB_PASSWORD",
+    "api_token": "CTA_API_TOKEN",
+}
+# Keys that look like secrets are refused in config files: secrets come only from the environment.
+_SECRET_LIKE = ("secret", "password", "api_key", "apikey", "token", "passphrase", "private_key")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PathSettings(_Strict):
+    data_dir: Path = Path("data")
+    logs_dir: Path = Path("logs")
+
+
+class LoggingSettings(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    file_name: str = "trading.log"
+    max_bytes: Annotated[int, Field(gt=0)] = 10_000_000
+    backup_count: Annotated[int, Field(ge=0)] = 5
+
+
+class ExchangeSettings(_Strict):
+    """The venue CTA reads candles from (and later trades on), through ccxt."""
+
+    id: str = "binance"
+    api_url: str | None = None  # override of the venue's API base URL (the local server in dev/tests)
+    request_weight_per_minute: Annotated[int, Field(gt=0)] = 6000
+    timeout_ms: Annotated[int, Field(gt=0)] = 10_000
+    page_limit: Annotated[int, Field(gt=0, le=5000)] = 1000
+
+    @field_validator("id")
+    @classmethod
+    def _known_exchange(cls, value: str) -> str:
+        import ccxt
+
+        if value not in ccxt.exchanges:
+            raise ValueError(f"unknown ccxt exchange id {value!r}")
+        return value
+
+
+class MarketSettings(_Strict):
+    symbols: Annotated[tuple[str, ...], Field(min_length=1)] = ("BTC/USDT", "ETH/USDT")
+    timeframes: Annotated[tuple[str, ...], Field(min_length=1)] = ("1h",)
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbol_shape(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for symbol in value:
+            base, sep, quote = symbol.partition("/")
+            if not (sep and base and quote):
+                raise ValueError(f"symbol {symbol!r} must look like BASE/QUOTE")
+        return value
+
+    @field_validator("timeframes")
+    @classmethod
+    def _known_timeframes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for timeframe in value:
+            if timeframe not in TIMEFRAME_MS:
+                raise ValueError(f"unsupported timeframe {timeframe!r} (known: {', '.join(TIMEFRAME_MS)})")
+        return value
+
+
+def parse_utc_ms(value: str | int) -> int:
+    """ISO-8601 date/datetime (UTC if no zone) or epoch ms -> epoch ms."""
+    if isinstance(value, int):
+        return value
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+class IngestSettings(_Strict):
+    start: str = "2022-01-01"
+    end: str | None = None  # None = up to the newest closed candle
+    concurrency: Annotated[int, Field(ge=1, le=32)] = 4
+    max_retries: Annotated[int, Field(ge=0)] = 5
+    backoff_base_s: Annotated[float, Field(gt=0)] = 0.5
+    backoff_max_s: Annotated[float, Field(gt=0)] = 30.0
+    write_every_rows: Annotated[int, Field(gt=0)] = 50_000
+
+    @field_validator("start", "end")
+    @classmethod
+    def _parse_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_utc_ms(value)
+            except ValueError as e:
+                raise ValueError(f"not an ISO-8601 date/time or epoch ms: {value!r}") from e
+        return value
+
+    @property
+    def start_ms(self) -> int:
+        return parse_utc_ms(self.start)
+
+    @property
+    def end_ms(self) -> int | None:
+        return None if self.end is None else parse_utc_ms(self.end)
+
+
+class LakeSettings(_Strict):
+    uri: str = "data/lake"  # a local directory, or s3://bucket/prefix
+    s3_endpoint_url: str | None = None  # e.g. a MinIO/moto endpoint; None = AWS
+    s3_region: str = "us-east-1"
+
+
+class ValidationSettings(_Strict):
+    on_invalid: Literal["fail", "quarantine"] = "fail"
+    quarantine_uri: str = "data/quarantine"
+    results_dir: Path = Path("data/validation")
+
+
+class PrefectSettings(_Strict):
+    api_url: str | None = None  # None: `cta flows serve` starts a local Prefect server
+    server_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
+    # Seconds after each candle close at which scheduled ingestion runs (the venue needs a moment).
+    schedule_offset_s: Annotated[int, Field(ge=0)] = 10
+
+
+class Secrets(BaseModel):
+    """Secrets, read only from the environment. Held as SecretStr: printing shows '**********'."""
+
+    model_config = ConfigDict(frozen=True)
+
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    db_password: SecretStr | None = None
+    api_token: SecretStr | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Secrets:
+        return cls(**{field: env[var] for field, var in SECRET_ENV_VARS.items() if env.get(var)})
+
+    def values(self) -> list[str]:
+        """The raw secret values (for log redaction only)."""
+        out: list[str] = []
+        for name in SECRET_ENV_VARS:
+            secret = getattr(self, name)
+            if secret is not None and secret.get_secret_value():
+                out.append(secret.get_secret_value())
+        return out
+
+
+class Settings(_Strict):
+    profile: str = "default"
+    mode: Literal["paper", "live"] = "paper"
+    paths: PathSettings = PathSettings()
+    logging: LoggingSettings = LoggingSettings()
+    exchange: ExchangeSettings = ExchangeSettings()
+    markets: MarketSettings = MarketSettings()
+    ingest: IngestSettings = IngestSettings()
+    lake: LakeSettings = LakeSettings()
+    validation: ValidationSettings = ValidationSettings()
+    prefect: PrefectSettings = PrefectSettings()
+    local_exchange: LocalExchangeSettings = LocalExchangeSettings()
+    secrets: Secrets = Field(default_factory=Secrets, exclude=True, repr=False)
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON of every non-secret setting (logged with each run)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def public_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def default_config_dir() -> Path:
+    """`config/` of the checkout (CTA_CONFIG_DIR overrides)."""
+    override = os.environ.get("CTA_CONFIG_DIR")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent.parent / "config"
+
+
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """CTA_SECTION__FIELD=value -> {"section": {"field": value}} (secrets and meta vars excluded)."""
+    skip = {*SECRET_ENV_VARS.values(), "CTA_PROFILE", "CTA_CONFIG_DIR"}
+    out: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name in skip:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def _refuse_secrets_in_files(data: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if any(marker in key.lower() for marker in _SECRET_LIKE) and value not in (None, ""):
+            raise ConfigError(dotted, "<hidden>", f"secrets are read only from the environment, not {source}")
+        if isinstance(value, Mapping):
+            _refuse_secrets_in_files(value, source, prefix=f"{dotted}.")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError("profile", path.stem, f"no config file {path}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(path.name, f"line {e.lineno}", f"not valid JSON: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path.name, type(data).__name__, "top level must be a JSON object")
+    _refuse_secrets_in_files(data, path.name)
+    return data
+
+
+def load_settings(
+    profile: str | None = None,
+    env: Mapping[str, str] | None = None,
+    config_dir: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings: default.json <- <profile>.json <- CTA_* env <- explicit overrides.
+
+    Any invalid value raises ConfigError naming the field (dotted path) and the value.
+    """
+    env = os.environ if env is None else env
+    profile = profile or env.get("CTA_PROFILE") or "default"
+    config_dir = config_dir or default_config_dir()
+    data = _read_json(config_dir / "default.json")
+    if profile != "default":
+        data = deep_merge(data, _read_json(config_dir / f"{profile}.json"))
+    env_data = env_overrides(env)
+    _refuse_secrets_in_files(env_data, "CTA_<SECTION>__ variables (use the dedicated secret variables)")
+    data = deep_merge(data, env_data)
+    if overrides:
+        data = deep_merge(data, overrides)
+    data["profile"] = profile
+    try:
+        return Settings.model_validate({**data, "secrets": Secrets.from_env(env)})
+    except ValidationError as e:
+        error = e.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        raise ConfigError(field, error.get("input"), error["msg"]) from None

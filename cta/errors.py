@@ -1,0 +1,45 @@
+"""The error hierarchy. Each class says how a caller should react.
+
+- ConfigError: fix the configuration; never retried.
+- DataValidationError: the data is bad; stop the flow, nothing downstream runs.
+- TemporaryExchangeError: network trouble, 5xx, rate limit; a read may be retried.
+- ExchangeError: the exchange refused for a reason a retry will not fix (unknown symbol, bad key).
+- OrderRejected: the exchange rejected an order.
+- ModelUnavailable: no usable model; keep the last good one or trade nothing.
+"""
+
+from __future__ import annotations
+
+
+class CTAError(Exception):
+    """Base of every error CTA raises on purpose. The CLI prints its message as the one-line reason."""
+
+
+class ConfigError(CTAError):
+    def __init__(self, field: str, value: object, problem: str) -> None:
+        self.field = field
+        self.value = value
+        self.problem = problem
+        super().__init__(f"invalid config: {field}={value!r}: {problem}")
+
+
+class DataValidationError(CTAError):
+    pass
+
+
+class ExchangeError(CTAError):
+    pass
+
+
+class TemporaryExchangeError(ExchangeError):
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class OrderRejected(ExchangeError):
+    pass
+
+
+class ModelUnavailable(CTAError):
+    pass

@@ -1,0 +1,173 @@
+"""The exchange adapter: ccxt (async) behind a small interface, errors translated once, reads retried.
+
+Retries live here and only here: a READ that fails with a temporary error (network, timeout, 5xx,
+HTTP 429) is retried with jittered exponential backoff, honouring the venue's Retry-After. Anything
+else (unknown symbol, bad key, bad request) is raised at once. Order submission is never retried here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import ccxt
+
+from cta.ccxt_factory import build_ccxt
+from cta.config import ExchangeSettings, Secrets
+from cta.errors import ExchangeError, TemporaryExchangeError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 5
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+    def delay_s(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
+        """Backoff before retry number `attempt` (0-based): Retry-After if given, else jittered 2^n."""
+        if retry_after_s is not None:
+            return min(retry_after_s, self.backoff_max_s) + rng.uniform(0, self.backoff_base_s)
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
+        return rng.uniform(ceiling / 2, ceiling)
+
+
+def translate_ccxt_error(error: Exception, headers: dict[str, Any] | None = None) -> Exception:
+    """Map a ccxt exception to CTA's hierarchy (temporary → retryable, else operational)."""
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, ccxt.InvalidNonce):
+        return ExchangeError(f"clock skew against the exchange ({text}); sync the system clock")
+    if isinstance(error, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
+        return TemporaryExchangeError(f"rate limited ({text})", retry_after_s=_retry_after(headers))
+    if isinstance(error, ccxt.NetworkError):
+        return TemporaryExchangeError(f"exchange unreachable or failing ({text})")
+    if isinstance(error, ccxt.BadSymbol):
+        return ExchangeError(f"unknown symbol ({text})")
+    if isinstance(error, ccxt.AuthenticationError):
+        return ExchangeError(f"authentication failed ({text})")
+    if isinstance(error, ccxt.BaseError):
+        return ExchangeError(text)
+    return error
+
+
+def _retry_after(headers: dict[str, Any] | None) -> float | None:
+    if not headers:
+        return None
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+class ExchangeAdapter:
+    """Async reads from one venue. Use as `async with ExchangeAdapter(...) as exchange:`."""
+
+    def __init__(
+        self,
+        settings: ExchangeSettings,
+        secrets: Secrets | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        seed: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._rng = random.Random(seed)
+        secrets = secrets or Secrets()
+        self._ccxt = build_ccxt(
+            settings.id,
+            api_url=settings.api_url,
+            api_key=secrets.api_key.get_secret_value() if secrets.api_key else None,
+            api_secret=secrets.api_secret.get_secret_value() if secrets.api_secret else None,
+            rate_limit_ms=60_000 / settings.request_weight_per_minute,
+            timeout_ms=settings.timeout_ms,
+        )
+        self.requests = 0
+        self.retries = 0
+        self.throttle_wait_s = 0.0
+        self.backoff_wait_s = 0.0
+        self._instrument_throttle()
+        self._markets_loaded = False
+
+    def _instrument_throttle(self) -> None:
+        original = self._ccxt.throttle
+
+        async def timed_throttle(cost: Any = None) -> Any:
+            started = time.perf_counter()
+            try:
+                return await original(cost)
+            finally:
+                self.throttle_wait_s += time.perf_counter() - started
+                self.requests += 1
+
+        self._ccxt.throttle = timed_throttle
+
+    async def __aenter__(self) -> ExchangeAdapter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._ccxt.close()
+
+    @property
+    def id(self) -> str:
+        return str(self.settings.id)
+
+    async def _read(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except ccxt.BaseError as raw:
+                error = translate_ccxt_error(raw, getattr(self._ccxt, "last_response_headers", None))
+                if not isinstance(error, TemporaryExchangeError) or attempt >= self.retry.max_retries:
+                    raise error from raw
+                delay = self.retry.delay_s(attempt, error.retry_after_s, self._rng)
+                log.warning("%s on %s failed (%s); retry %d/%d in %.2fs", what, self.id, error,
+                            attempt + 1, self.retry.max_retries, delay)
+                self.retries += 1
+                self.backoff_wait_s += delay
+                await self._sleep(delay)
+                attempt += 1
+
+    async def load_markets(self) -> dict[str, Any]:
+        if not self._markets_loaded:
+            await self._read("load_markets", self._ccxt.load_markets)
+            self._markets_loaded = True
+        markets: dict[str, Any] = self._ccxt.markets
+        return markets
+
+    async def check_market(self, symbol: str, timeframe: str) -> None:
+        """Raise ExchangeError unless the venue lists `symbol` as spot and supports `timeframe`."""
+        markets = await self.load_markets()
+        if symbol not in markets:
+            raise ExchangeError(f"unknown symbol {symbol!r} on {self.id}")
+        timeframes = self._ccxt.timeframes or {}
+        if timeframes and timeframe not in timeframes:
+            raise ExchangeError(f"timeframe {timeframe!r} not supported by {self.id} (has: {', '.join(timeframes)})")
+
+    async def fetch_time(self) -> int:
+        """The venue's clock in epoch ms (falls back to the local clock where the venue has none)."""
+        if self._ccxt.has.get("fetchTime"):
+            return int(await self._read("fetch_time", self._ccxt.fetch_time))
+        return int(self._ccxt.milliseconds())
+
+    async def fetch_ohlcv(self, symbol: str, timeframe: str, since_ms: int, limit: int) -> list[list[Any]]:
+        rows: list[list[Any]] = await self._read(
+            f"fetch_ohlcv {symbol} {timeframe}",
+            lambda: self._ccxt.fetch_ohlcv(symbol, timeframe, since=since_ms, limit=limit),
+        )
+        return rows

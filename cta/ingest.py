@@ -1,0 +1,189 @@
+"""Ingestion: paginated backfill of CLOSED candles from a venue into the validated candle lake.
+
+`ingest_market` is the unit of work (one market): resume from the last stored candle, page through
+the venue at its max page size, keep only closed candles, validate each batch with the "candles"
+gate, quarantine rejected rows with reasons, and upsert the rest atomically. Gaps are reported,
+never filled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import pandas as pd
+
+from cta.candles import candles_from_rows
+from cta.errors import ConfigError, DataValidationError
+from cta.lake import CandleLake, Market
+from cta.quarantine import Quarantine
+from cta.timeframes import last_closed_open_time, timeframe_ms
+from cta.validation import find_gaps, validate_candles
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[Market, int, int], None]  # (market, candles so far, candles expected)
+
+
+class CandleSource(Protocol):
+    async def check_market(self, symbol: str, timeframe: str) -> None: ...
+
+    async def fetch_time(self) -> int: ...
+
+    async def fetch_ohlcv(self, symbol: str, timeframe: str, since_ms: int, limit: int) -> list[list[Any]]: ...
+
+
+@dataclass
+class IngestReport:
+    market: Market
+    fetched: int = 0
+    added: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    pages: int = 0
+    first_ts: int | None = None
+    last_ts: int | None = None
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+    validation_results: list[str] = field(default_factory=list)
+    failure: str | None = None
+
+    def line(self) -> str:
+        gap_note = f", {len(self.gaps)} gaps ({sum(n for _, n in self.gaps)} missing)" if self.gaps else ""
+        return (f"{self.market}: fetched {self.fetched}, added {self.added}, unchanged {self.unchanged}, "
+                f"quarantined {self.quarantined}{gap_note}")
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    """What an ingestion run does, decided before any request: where it starts and stops."""
+
+    market: Market
+    since_ms: int  # first candle open time to fetch
+    until_ms: int  # exclusive bound on open time: every candle before it is closed
+
+    @property
+    def expected(self) -> int:
+        return max(0, (self.until_ms - self.since_ms) // timeframe_ms(self.market.timeframe))
+
+
+def plan_ingest(
+    market: Market, start_ms: int, end_ms: int | None, last_stored_ts: int | None, exchange_now_ms: int
+) -> IngestPlan:
+    """Pure: resume after the last stored candle; never past the newest closed candle or `end_ms`."""
+    if end_ms is not None and start_ms >= end_ms:
+        raise ConfigError("ingest.start", start_ms, f"start must be before end ({end_ms})")
+    step = timeframe_ms(market.timeframe)
+    aligned_start = -(-start_ms // step) * step  # first candle opening at or after start
+    since = aligned_start if last_stored_ts is None else max(aligned_start, last_stored_ts + step)
+    until = last_closed_open_time(exchange_now_ms, market.timeframe) + step
+    if end_ms is not None:
+        until = min(until, end_ms)
+    return IngestPlan(market=market, since_ms=since, until_ms=max(since, until))
+
+
+async def ingest_market(
+    source: CandleSource,
+    lake: CandleLake,
+    quarantine: Quarantine,
+    market: Market,
+    *,
+    start_ms: int,
+    end_ms: int | None,
+    page_limit: int,
+    on_invalid: Literal["fail", "quarantine"],
+    results_dir: Path | None,
+    run_id: str,
+    write_every_rows: int = 50_000,
+    on_progress: ProgressCallback | None = None,
+) -> IngestReport:
+    """Backfill one market. Raises DataValidationError (policy 'fail') after quarantining bad rows."""
+    await source.check_market(market.symbol, market.timeframe)
+    now_ms = await source.fetch_time()
+    plan = plan_ingest(market, start_ms, end_ms, lake.last_ts(market), now_ms)
+    report = IngestReport(market=market)
+    step = timeframe_ms(market.timeframe)
+    buffer: list[list[Any]] = []
+    since = plan.since_ms
+    previous_ts = lake.last_ts(market)
+    while since < plan.until_ms:
+        rows = await source.fetch_ohlcv(market.symbol, market.timeframe, since, page_limit)
+        report.pages += 1
+        page = [row for row in rows if _open_time(row) is None or _open_time(row) < plan.until_ms]  # type: ignore[operator]
+        if not page:
+            break
+        buffer.extend(page)
+        report.fetched += len(page)
+        newest = max((t for row in page if (t := _open_time(row)) is not None), default=since - step)
+        if newest < since:  # the venue went backwards: stop rather than loop forever
+            log.warning("%s: venue returned candles before %d; stopping pagination", market, since)
+            break
+        since = newest + step
+        if on_progress:
+            on_progress(market, report.fetched, plan.expected)
+        if len(buffer) >= write_every_rows:
+            previous_ts = _flush(buffer, lake, quarantine, market, now_ms, on_invalid, results_dir, run_id,
+                                 report, previous_ts)
+            buffer = []
+    if buffer:
+        _flush(buffer, lake, quarantine, market, now_ms, on_invalid, results_dir, run_id, report, previous_ts)
+    log.info("ingest %s", report.line())
+    return report
+
+
+def _open_time(row: Sequence[Any]) -> int | None:
+    try:
+        return int(row[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _flush(
+    raw_rows: list[list[Any]],
+    lake: CandleLake,
+    quarantine: Quarantine,
+    market: Market,
+    now_ms: int,
+    on_invalid: Literal["fail", "quarantine"],
+    results_dir: Path | None,
+    run_id: str,
+    report: IngestReport,
+    previous_ts: int | None,
+) -> int | None:
+    """Validate a batch, quarantine rejects, upsert the rest. Returns the newest stored ts."""
+    candles = candles_from_rows(raw_rows)
+    gate = validate_candles(candles, market.timeframe, now_ms, results_dir)
+    if gate.results_path:
+        report.validation_results.append(str(gate.results_path))
+    reasons = gate.reasons_series(candles.index)
+    bad = (reasons != "").to_numpy()
+    if gate.table_failures:
+        bad[:] = True
+        reasons = reasons.where(reasons != "", "; ".join(gate.table_failures))
+    if bad.any():
+        quarantine.put(market, candles[bad], reasons[bad], run_id, now_ms,
+                       raw=[raw_rows[i] for i in range(len(raw_rows)) if bad[i]])
+        report.quarantined += int(bad.sum())
+        if on_invalid == "fail":
+            report.failure = gate.summary()
+            raise DataValidationError(f"{market}: {gate.summary()}; rejected rows are in quarantine, "
+                                      f"nothing from this batch was written")
+    good = candles[~bad]
+    result = lake.upsert(market, good)
+    report.added += result.rows_added
+    report.unchanged += result.rows_unchanged
+    if not result.conflicts.empty:
+        conflict_reasons = pd.Series("conflicts with the stored candle", index=result.conflicts.index)
+        quarantine.put(market, result.conflicts, conflict_reasons, run_id, now_ms)
+        report.quarantined += len(result.conflicts)
+    if not good.empty:
+        ts = good["ts"].sort_values()
+        if previous_ts is not None and previous_ts < int(ts.iloc[0]):
+            ts = pd.concat([pd.Series([previous_ts]), ts], ignore_index=True)
+        report.gaps += find_gaps(ts, market.timeframe)
+        report.first_ts = int(good["ts"].min()) if report.first_ts is None else report.first_ts
+        report.last_ts = int(good["ts"].max())
+        return report.last_ts
+    return previous_ts

@@ -1,0 +1,36 @@
+"""Process environment for the offline stack: every library writes inside the project's data dir,
+and no telemetry leaves the machine. Called once by entry points (CLI, tests), never at import."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+OFFLINE_DEFAULTS: dict[str, str] = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RLLIB_TEST_NO_TF_IMPORT": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "GX_ANALYTICS_ENABLED": "false",
+}
+
+
+def apply_offline_env(data_dir: Path) -> None:
+    """Set defaults (never overriding what the user exported) for library homes and telemetry."""
+    data_dir = data_dir.resolve()
+    homes = {
+        "PREFECT_HOME": data_dir / "prefect",
+        "KERAS_HOME": data_dir / "keras",
+        "MPLCONFIGDIR": data_dir / "matplotlib",
+        "TORCHINDUCTOR_CACHE_DIR": data_dir / "torchinductor",
+    }
+    for name, value in {**OFFLINE_DEFAULTS, **{k: str(v) for k, v in homes.items()}}.items():
+        os.environ.setdefault(name, value)
+    no_proxy = {h for h in os.environ.get("NO_PROXY", "").split(",") if h}
+    os.environ["NO_PROXY"] = ",".join(sorted(no_proxy | {"127.0.0.1", "localhost"}))
+    os.environ["no_proxy"] = os.environ["NO_PROXY"]

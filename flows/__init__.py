@@ -1,0 +1,1 @@
+"""Prefect flows: thin wiring of CTA's stages. Nothing here decides anything."""

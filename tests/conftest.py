@@ -1,0 +1,117 @@
+"""Shared fixtures. Real components only: the local exchange over HTTP, GX, Prefect, moto's S3 server."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cta.config import Settings, load_settings
+
+pytest_plugins = ["tests.exchange_fixtures"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "config"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The test process's environment: every library home in a temp dir, no telemetry, no user CTA_*."""
+    from cta.runtime_env import apply_offline_env
+
+    for name in [n for n in os.environ if n.startswith("CTA_")]:
+        del os.environ[name]
+    os.environ.pop("PREFECT_API_URL", None)
+    apply_offline_env(Path(tempfile.mkdtemp(prefix="cta-test-home-")))
+
+
+@pytest.fixture
+def cta_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Point CTA's configuration (read from CTA_* env vars, as flows do) at `tmp_path`.
+
+    Returns a function `(**sections) -> Settings` that sets extra overrides, e.g.
+    `cta_env(exchange={"api_url": url})`.
+    """
+
+    def apply(**sections: dict[str, Any]) -> Settings:
+        base = {
+            "paths": {"data_dir": str(tmp_path / "data"), "logs_dir": str(tmp_path / "logs")},
+            "lake": {"uri": str(tmp_path / "lake")},
+            "validation": {"quarantine_uri": str(tmp_path / "quarantine"),
+                           "results_dir": str(tmp_path / "validation")},
+            "ingest": {"backoff_base_s": 0.05, "backoff_max_s": 2.0},
+        }
+        for section, values in sections.items():
+            base[section] = {**base.get(section, {}), **values}
+        for section, values in base.items():
+            for key, value in values.items():
+                monkeypatch.setenv(f"CTA_{section.upper()}__{key.upper()}", _env_value(value))
+        monkeypatch.setenv("CTA_CONFIG_DIR", str(CONFIG_DIR))
+        return load_settings()
+
+    return apply
+
+
+def _env_value(value: Any) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A real (temporary, SQLite) Prefect API for flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[str]:
+    """moto in server mode on a free loopback port; yields the endpoint URL."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)  # noqa: S310
+            break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def load_test_settings(**overrides: Any) -> Settings:
+    """Settings from the repo's config files with no environment influence."""
+    return load_settings(env={}, config_dir=CONFIG_DIR, overrides=overrides or None)
