@@ -165,6 +165,10 @@ class ExchangeAdapter:
             return int(await self._read("fetch_time", self._ccxt.fetch_time))
         return int(self._ccxt.milliseconds())
 
+    async def check_credentials(self) -> None:
+        """A signed read (the balance): raises ExchangeError if the venue rejects the key pair."""
+        await self._read("fetch_balance", self._ccxt.fetch_balance)
+
     async def fetch_ohlcv(self, symbol: str, timeframe: str, since_ms: int, limit: int) -> list[list[Any]]:
         rows: list[list[Any]] = await self._read(
             f"fetch_ohlcv {symbol} {timeframe}",

@@ -1,0 +1,1 @@
+"""Serving: the worker that trades the champion, brokers, risk, persistence (built in the serving issue)."""

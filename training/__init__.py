@@ -1,0 +1,1 @@
+"""Training: datasets, sklearn/Keras/RLlib candidates, MLflow logging (built in the training issue)."""
