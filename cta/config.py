@@ -53,6 +53,9 @@ class ExchangeSettings(_Strict):
 
     id: str = "binance"
     api_url: str | None = None  # override of the venue's API base URL (the local server in dev/tests)
+    # Where "now" comes from when deciding which candles have closed: the venue's clock, or the replay
+    # clock of the local exchange (GET {api_url}/_cta/clock), whose market time differs from wall time.
+    market_time: Literal["venue", "replay"] = "venue"
     request_weight_per_minute: Annotated[int, Field(gt=0)] = 6000
     timeout_ms: Annotated[int, Field(gt=0)] = 10_000
     page_limit: Annotated[int, Field(gt=0, le=5000)] = 1000
@@ -103,8 +106,8 @@ def parse_utc_ms(value: str | int) -> int:
 
 
 class IngestSettings(_Strict):
-    start: str = "2022-01-01"
-    end: str | None = None  # None = up to the newest closed candle
+    start: str | int = "2022-01-01"  # ISO-8601 (UTC if no zone) or epoch ms
+    end: str | int | None = None  # exclusive; None = up to the newest closed candle
     concurrency: Annotated[int, Field(ge=1, le=32)] = 4
     max_retries: Annotated[int, Field(ge=0)] = 5
     backoff_base_s: Annotated[float, Field(gt=0)] = 0.5
@@ -113,7 +116,7 @@ class IngestSettings(_Strict):
 
     @field_validator("start", "end")
     @classmethod
-    def _parse_time(cls, value: str | None) -> str | None:
+    def _parse_time(cls, value: str | int | None) -> str | int | None:
         if value is not None:
             try:
                 parse_utc_ms(value)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
 import ccxt
 
 from cta.ccxt_factory import build_ccxt
@@ -46,7 +47,7 @@ def translate_ccxt_error(error: Exception, headers: dict[str, Any] | None = None
         return ExchangeError(f"clock skew against the exchange ({text}); sync the system clock")
     if isinstance(error, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
         return TemporaryExchangeError(f"rate limited ({text})", retry_after_s=_retry_after(headers))
-    if isinstance(error, ccxt.NetworkError):
+    if isinstance(error, ccxt.OperationFailed):  # network, timeouts, 5xx, unparseable responses
         return TemporaryExchangeError(f"exchange unreachable or failing ({text})")
     if isinstance(error, ccxt.BadSymbol):
         return ExchangeError(f"unknown symbol ({text})")
@@ -160,7 +161,10 @@ class ExchangeAdapter:
             raise ExchangeError(f"timeframe {timeframe!r} not supported by {self.id} (has: {', '.join(timeframes)})")
 
     async def fetch_time(self) -> int:
-        """The venue's clock in epoch ms (falls back to the local clock where the venue has none)."""
+        """Market "now" in epoch ms: the replay clock of the local exchange when configured, else the
+        venue's clock (else the local clock where the venue has none)."""
+        if self.settings.market_time == "replay":
+            return await self._read("replay clock", self._replay_now)
         if self._ccxt.has.get("fetchTime"):
             return int(await self._read("fetch_time", self._ccxt.fetch_time))
         return int(self._ccxt.milliseconds())
@@ -168,6 +172,18 @@ class ExchangeAdapter:
     async def check_credentials(self) -> None:
         """A signed read (the balance): raises ExchangeError if the venue rejects the key pair."""
         await self._read("fetch_balance", self._ccxt.fetch_balance)
+
+    async def _replay_now(self) -> int:
+        if not self.settings.api_url:
+            raise ExchangeError("exchange.market_time='replay' needs exchange.api_url (the local exchange)")
+        url = self.settings.api_url.rstrip("/") + "/_cta/clock"
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout_ms / 1000)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+                response.raise_for_status()
+                return int((await response.json())["now_ms"])
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise ccxt.NetworkError(f"replay clock at {url}: {e}") from e
 
     async def fetch_ohlcv(self, symbol: str, timeframe: str, since_ms: int, limit: int) -> list[list[Any]]:
         rows: list[list[Any]] = await self._read(

@@ -13,7 +13,9 @@ from cta.config import LoggingSettings
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _HANDLER_MARK = "_cta_handler"
 # Values that look like credentials in URLs or query strings (ccxt verbose logs print requests).
-_QUERY_SECRETS = re.compile(r"(signature|apiKey|secret|password|X-MBX-APIKEY)([=:]\s*['\"]?)([^&\s'\",}]+)", re.I)
+_QUERY_SECRETS = re.compile(
+    r"(signature|apikey|api_key|secret|password|x-mbx-apikey)(['\"]?\s*[=:]\s*['\"]?)([^&\s'\",}]+)", re.I
+)
 
 
 class RedactingFilter(logging.Filter):
@@ -56,6 +58,7 @@ def configure_logging(settings: LoggingSettings, logs_dir: Path, secrets: Iterab
         setattr(handler, _HANDLER_MARK, True)
         root.addHandler(handler)
     root.setLevel(settings.level)
-    for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "aiohttp.access", "great_expectations"):
+    for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "aiohttp.access", "great_expectations",
+                  "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     return log_file

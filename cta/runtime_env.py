@@ -31,6 +31,8 @@ def apply_offline_env(data_dir: Path) -> None:
     }
     for name, value in {**OFFLINE_DEFAULTS, **{k: str(v) for k, v in homes.items()}}.items():
         os.environ.setdefault(name, value)
+    for name in homes:
+        Path(os.environ[name]).mkdir(parents=True, exist_ok=True)
     no_proxy = {h for h in os.environ.get("NO_PROXY", "").split(",") if h}
     os.environ["NO_PROXY"] = ",".join(sorted(no_proxy | {"127.0.0.1", "localhost"}))
     os.environ["no_proxy"] = os.environ["NO_PROXY"]

@@ -40,7 +40,8 @@ class RecordingSleep:
 
 def adapter(url: str, *, max_retries: int = 3, sleep: Any = None, secret: str = EXCHANGE_API_SECRET,
             timeout_ms: int = 5_000) -> ExchangeAdapter:
-    settings = ExchangeSettings(id="binance", api_url=url, request_weight_per_minute=600_000, timeout_ms=timeout_ms)
+    settings = ExchangeSettings(id="binance", api_url=url, request_weight_per_minute=600_000, timeout_ms=timeout_ms,
+                                market_time="replay")
     secrets = Secrets(api_key=EXCHANGE_API_KEY, api_secret=secret)  # type: ignore[arg-type]
     return ExchangeAdapter(settings, secrets, RetryPolicy(max_retries=max_retries, backoff_base_s=0.01),
                            sleep=sleep or RecordingSleep(), seed=1)
