@@ -42,7 +42,7 @@ def print_table(name: str, rows: list[dict[str, Any]]) -> None:
         table.add_column(column, justify="left" if column == "case" else "right")
     for row in rows:
         table.add_row(*(_fmt(row.get(c, "")) for c in columns))
-    Console().print(table)
+    Console(width=240).print(table)
 
 
 def _fmt(value: Any) -> str:
@@ -71,8 +71,18 @@ def main(argv: list[str] | None = None) -> int:
         rows = benchmarks[name](args)
         print_table(name, rows)
         out = RESULTS_DIR / f"{name}.json"
-        out.write_text(json.dumps({"benchmark": name, "started_unix": started, "quick": args.quick,
-                                   "machine": machine(), "results": rows}, indent=1))
+        out.write_text(
+            json.dumps(
+                {
+                    "benchmark": name,
+                    "started_unix": started,
+                    "quick": args.quick,
+                    "machine": machine(),
+                    "results": rows,
+                },
+                indent=1,
+            )
+        )
         print(f"wrote {out}")
     return 0
 

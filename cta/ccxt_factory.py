@@ -39,13 +39,21 @@ def build_ccxt(
     api_key: str | None = None,
     api_secret: str | None = None,
     rate_limit_ms: float | None = None,
+    rate_limit_share: float | None = None,
     timeout_ms: int = 10_000,
     asynchronous: bool = True,
     extra_options: dict[str, Any] | None = None,
 ) -> Any:
-    """A configured ccxt exchange (async by default). Raises AttributeError for an unknown id."""
+    """A configured ccxt exchange (async by default). Raises AttributeError for an unknown id.
+
+    `rate_limit_share` scales ccxt's own model of the venue's request budget (0.9 = use 90 % of it);
+    `rate_limit_ms` sets ccxt's rateLimit directly instead.
+    """
     module = ccxt_async if asynchronous else ccxt
     exchange_class = getattr(module, exchange_id)
+    if rate_limit_share is not None:
+        venue_rate_limit_ms = float(getattr(ccxt, exchange_id)().rateLimit)
+        rate_limit_ms = venue_rate_limit_ms / rate_limit_share
     config: dict[str, Any] = {
         "enableRateLimit": True,
         "timeout": timeout_ms,

@@ -28,8 +28,11 @@ from cta.errors import CTAError
 log = logging.getLogger("cta.cli")
 console = Console()
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="CTA: ingest, validate, build features, train, backtest-gate and trade crypto.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="CTA: ingest, validate, build features, train, backtest-gate and trade crypto.",
+)
 exchange_app = typer.Typer(no_args_is_help=True, help="The local Binance-compatible exchange server.")
 lake_app = typer.Typer(no_args_is_help=True, help="The candle lake.")
 flows_app = typer.Typer(no_args_is_help=True, help="Prefect flows and scheduled deployments.")
@@ -46,8 +49,10 @@ TimeframeOpt = Annotated[list[str] | None, typer.Option("--timeframe", "-t", hel
 @app.callback()
 def _setup(
     ctx: typer.Context,
-    profile: Annotated[str | None, typer.Option("--profile", "-p", envvar="CTA_PROFILE",
-                                                help="Config profile: default, production, ...")] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", "-p", envvar="CTA_PROFILE", help="Config profile: default, production, ..."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     from cta.logs import configure_logging
@@ -86,12 +91,22 @@ def exchange_serve(
 
     settings = _settings(ctx)
     base = settings.local_exchange.model_dump()
-    updates = {k: v for k, v in {"data_dir": data_dir, "port": port, "speed": speed, "start": start}.items()
-               if v is not None}
-    faults = {k: v for k, v in {"latency_ms": latency_ms, "error_rate": error_rate, "timeout_rate": timeout_rate,
-                                "drop_after_execute_rate": drop_rate}.items() if v is not None}
-    server_settings = _validated(LocalExchangeSettings, {**base, **updates,
-                                                         "faults": {**base["faults"], **faults}}, "local_exchange")
+    updates = {
+        k: v for k, v in {"data_dir": data_dir, "port": port, "speed": speed, "start": start}.items() if v is not None
+    }
+    faults = {
+        k: v
+        for k, v in {
+            "latency_ms": latency_ms,
+            "error_rate": error_rate,
+            "timeout_rate": timeout_rate,
+            "drop_after_execute_rate": drop_rate,
+        }.items()
+        if v is not None
+    }
+    server_settings = _validated(
+        LocalExchangeSettings, {**base, **updates, "faults": {**base["faults"], **faults}}, "local_exchange"
+    )
     secrets = settings.secrets
     serve_forever(
         server_settings,
@@ -125,8 +140,9 @@ def ingest(
     """Backfill or resume candles from the configured venue into the lake (a Prefect flow run)."""
     from flows.ingest import ingest_flow
 
-    reports = asyncio.run(ingest_flow(symbols=symbol, timeframes=timeframe, start=start, end=end,
-                                      show_progress=progress))
+    reports = asyncio.run(
+        ingest_flow(symbols=symbol, timeframes=timeframe, start=start, end=end, show_progress=progress)
+    )
     _print_ingest(reports)
 
 
@@ -135,8 +151,14 @@ def _print_ingest(reports: list[dict[str, Any]]) -> None:
     for column in ("market", "fetched", "added", "unchanged", "quarantined", "gaps"):
         table.add_column(column, justify="left" if column == "market" else "right")
     for r in reports:
-        table.add_row(r["market"], str(r["fetched"]), str(r["added"]), str(r["unchanged"]),
-                      str(r["quarantined"]), str(len(r["gaps"])))
+        table.add_row(
+            r["market"],
+            str(r["fetched"]),
+            str(r["added"]),
+            str(r["unchanged"]),
+            str(r["quarantined"]),
+            str(len(r["gaps"])),
+        )
     console.print(table)
 
 
@@ -152,8 +174,11 @@ def validate_lake(settings: Settings, symbols: list[str] | None = None, timefram
     from cta.validation import find_gaps, validate_candles
 
     lake = make_lake(settings)
-    markets = [m for m in lake.markets()
-               if (not symbols or m.symbol in symbols) and (not timeframes or m.timeframe in timeframes)]
+    markets = [
+        m
+        for m in lake.markets()
+        if (not symbols or m.symbol in symbols) and (not timeframes or m.timeframe in timeframes)
+    ]
     if not markets:
         raise CTAError(f"no stored candles match in {lake.uri}; run `cta ingest` first")
     table = Table(title=f"validation of {lake.uri}")
@@ -167,13 +192,18 @@ def validate_lake(settings: Settings, symbols: list[str] | None = None, timefram
         problems = lake.verify(market)
         gaps = find_gaps(candles["ts"], market.timeframe)
         failed |= (not report.success) or bool(problems)
-        table.add_row(str(market), str(len(candles)), "passed" if report.success else report.summary(),
-                      "ok" if not problems else "; ".join(problems),
-                      f"{len(gaps)} ({sum(n for _, n in gaps)})")
+        table.add_row(
+            str(market),
+            str(len(candles)),
+            "passed" if report.success else report.summary(),
+            "ok" if not problems else "; ".join(problems),
+            f"{len(gaps)} ({sum(n for _, n in gaps)})",
+        )
     console.print(table)
     if failed:
-        raise CTAError("validation failed (details above; GX results under "
-                       f"{settings.validation.results_dir / 'candles'})")
+        raise CTAError(
+            f"validation failed (details above; GX results under {settings.validation.results_dir / 'candles'})"
+        )
 
 
 @lake_app.command("show")
@@ -229,10 +259,12 @@ def flows_serve(ctx: typer.Context) -> None:
 def config_show(ctx: typer.Context) -> None:
     """Print the effective configuration (secrets only as set/unset) and its hash."""
     settings = _settings(ctx)
-    secrets = {name: ("set" if getattr(settings.secrets, name) else "unset")
-               for name in type(settings.secrets).model_fields}
-    console.print_json(json.dumps({"config_hash": settings.config_hash(), "settings": settings.public_dict(),
-                                   "secrets": secrets}))
+    secrets = {
+        name: ("set" if getattr(settings.secrets, name) else "unset") for name in type(settings.secrets).model_fields
+    }
+    console.print_json(
+        json.dumps({"config_hash": settings.config_hash(), "settings": settings.public_dict(), "secrets": secrets})
+    )
 
 
 # --- demo ----------------------------------------------------------------------------------------
@@ -247,8 +279,9 @@ def demo(ctx: typer.Context) -> None:
         _print_ingest(reports)
     validate_lake(settings)
     print_lake_summary(settings)
-    console.print("Runs: `cta flows serve` starts the Prefect server; UI at "
-                  f"http://127.0.0.1:{settings.prefect.server_port}")
+    console.print(
+        f"Runs: `cta flows serve` starts the Prefect server; UI at http://127.0.0.1:{settings.prefect.server_port}"
+    )
 
 
 @contextlib.contextmanager

@@ -56,7 +56,9 @@ class ExchangeSettings(_Strict):
     # Where "now" comes from when deciding which candles have closed: the venue's clock, or the replay
     # clock of the local exchange (GET {api_url}/_cta/clock), whose market time differs from wall time.
     market_time: Literal["venue", "replay"] = "venue"
-    request_weight_per_minute: Annotated[int, Field(gt=0)] = 6000
+    # Share of the venue's documented request budget that ccxt's rate limiter may use (ccxt knows each
+    # venue's limits and per-endpoint costs). Above 1 exceeds the venue's limits: local exchange only.
+    rate_limit_share: Annotated[float, Field(gt=0, le=100)] = 0.9
     timeout_ms: Annotated[int, Field(gt=0)] = 10_000
     page_limit: Annotated[int, Field(gt=0, le=5000)] = 1000
 
@@ -164,7 +166,7 @@ class Secrets(BaseModel):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Secrets:
-        return cls(**{field: env[var] for field, var in SECRET_ENV_VARS.items() if env.get(var)})
+        return cls.model_validate({field: env[var] for field, var in SECRET_ENV_VARS.items() if env.get(var)})
 
     def values(self) -> list[str]:
         """The raw secret values (for log redaction only)."""

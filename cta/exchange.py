@@ -40,6 +40,28 @@ class RetryPolicy:
         return rng.uniform(ceiling / 2, ceiling)
 
 
+class RequestSpacer:
+    """Keeps requests within a budget of one cost unit per `ms_per_cost` milliseconds, with no burst.
+
+    ccxt's async throttler waits a full cost interval after EVERY request when requests are sequential
+    (its bucket only refills while it is waiting), so a backfill whose requests take longer than the
+    interval still waits the whole interval each time (measured: 40 % of a backfill's time). This
+    waits only for what the budget still requires: a slot starts at max(now, end of previous slot).
+    """
+
+    def __init__(self, ms_per_cost: float, now: Callable[[], float] = time.monotonic) -> None:
+        self._seconds_per_cost = ms_per_cost / 1000
+        self._now = now
+        self._next_free = float("-inf")
+
+    def reserve(self, cost: float) -> float:
+        """Reserve a slot for a request of `cost`; returns the seconds to wait before sending it."""
+        now = self._now()
+        start = max(now, self._next_free)
+        self._next_free = start + cost * self._seconds_per_cost
+        return start - now
+
+
 def translate_ccxt_error(error: Exception, headers: dict[str, Any] | None = None) -> Exception:
     """Map a ccxt exception to CTA's hierarchy (temporary → retryable, else operational)."""
     text = f"{type(error).__name__}: {error}"
@@ -91,7 +113,7 @@ class ExchangeAdapter:
             api_url=settings.api_url,
             api_key=secrets.api_key.get_secret_value() if secrets.api_key else None,
             api_secret=secrets.api_secret.get_secret_value() if secrets.api_secret else None,
-            rate_limit_ms=60_000 / settings.request_weight_per_minute,
+            rate_limit_share=settings.rate_limit_share,
             timeout_ms=settings.timeout_ms,
         )
         self.requests = 0
@@ -102,17 +124,18 @@ class ExchangeAdapter:
         self._markets_loaded = False
 
     def _instrument_throttle(self) -> None:
-        original = self._ccxt.throttle
+        """Replace ccxt's async throttler by a RequestSpacer on the same budget (ccxt's rateLimit and
+        per-endpoint costs), which also counts requests and the time spent waiting for the budget."""
+        spacer = RequestSpacer(ms_per_cost=float(self._ccxt.rateLimit))
 
-        async def timed_throttle(cost: Any = None) -> Any:
-            started = time.perf_counter()
-            try:
-                return await original(cost)
-            finally:
-                self.throttle_wait_s += time.perf_counter() - started
-                self.requests += 1
+        async def throttle(cost: Any = None) -> None:
+            self.requests += 1
+            delay = spacer.reserve(1.0 if cost is None else float(cost))
+            if delay > 0:
+                self.throttle_wait_s += delay
+                await asyncio.sleep(delay)
 
-        self._ccxt.throttle = timed_throttle
+        self._ccxt.throttle = throttle
 
     async def __aenter__(self) -> ExchangeAdapter:
         return self
@@ -137,8 +160,15 @@ class ExchangeAdapter:
                 if not isinstance(error, TemporaryExchangeError) or attempt >= self.retry.max_retries:
                     raise error from raw
                 delay = self.retry.delay_s(attempt, error.retry_after_s, self._rng)
-                log.warning("%s on %s failed (%s); retry %d/%d in %.2fs", what, self.id, error,
-                            attempt + 1, self.retry.max_retries, delay)
+                log.warning(
+                    "%s on %s failed (%s); retry %d/%d in %.2fs",
+                    what,
+                    self.id,
+                    error,
+                    attempt + 1,
+                    self.retry.max_retries,
+                    delay,
+                )
                 self.retries += 1
                 self.backoff_wait_s += delay
                 await self._sleep(delay)

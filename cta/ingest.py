@@ -52,8 +52,10 @@ class IngestReport:
 
     def line(self) -> str:
         gap_note = f", {len(self.gaps)} gaps ({sum(n for _, n in self.gaps)} missing)" if self.gaps else ""
-        return (f"{self.market}: fetched {self.fetched}, added {self.added}, unchanged {self.unchanged}, "
-                f"quarantined {self.quarantined}{gap_note}")
+        return (
+            f"{self.market}: fetched {self.fetched}, added {self.added}, unchanged {self.unchanged}, "
+            f"quarantined {self.quarantined}{gap_note}"
+        )
 
 
 @dataclass(frozen=True)
@@ -104,14 +106,16 @@ async def ingest_market(
     now_ms = await source.fetch_time()
     plan = plan_ingest(market, start_ms, end_ms, lake.last_ts(market), now_ms)
     report = IngestReport(market=market)
+    writer = _BatchWriter(
+        lake, quarantine, market, now_ms, on_invalid, results_dir, run_id, report, previous_ts=lake.last_ts(market)
+    )
     step = timeframe_ms(market.timeframe)
     buffer: list[list[Any]] = []
     since = plan.since_ms
-    previous_ts = lake.last_ts(market)
     while since < plan.until_ms:
         rows = await source.fetch_ohlcv(market.symbol, market.timeframe, since, page_limit)
         report.pages += 1
-        page = [row for row in rows if _open_time(row) is None or _open_time(row) < plan.until_ms]  # type: ignore[operator]
+        page = [row for row in rows if (ts := _open_time(row)) is None or ts < plan.until_ms]
         if not page:
             break
         buffer.extend(page)
@@ -124,11 +128,10 @@ async def ingest_market(
         if on_progress:
             on_progress(market, report.fetched, plan.expected)
         if len(buffer) >= write_every_rows:
-            previous_ts = _flush(buffer, lake, quarantine, market, now_ms, on_invalid, results_dir, run_id,
-                                 report, previous_ts)
+            writer.write(buffer)
             buffer = []
     if buffer:
-        _flush(buffer, lake, quarantine, market, now_ms, on_invalid, results_dir, run_id, report, previous_ts)
+        writer.write(buffer)
     log.info("ingest %s", report.line())
     return report
 
@@ -140,50 +143,61 @@ def _open_time(row: Sequence[Any]) -> int | None:
         return None
 
 
-def _flush(
-    raw_rows: list[list[Any]],
-    lake: CandleLake,
-    quarantine: Quarantine,
-    market: Market,
-    now_ms: int,
-    on_invalid: Literal["fail", "quarantine"],
-    results_dir: Path | None,
-    run_id: str,
-    report: IngestReport,
-    previous_ts: int | None,
-) -> int | None:
-    """Validate a batch, quarantine rejects, upsert the rest. Returns the newest stored ts."""
-    candles = candles_from_rows(raw_rows)
-    gate = validate_candles(candles, market.timeframe, now_ms, results_dir)
-    if gate.results_path:
-        report.validation_results.append(str(gate.results_path))
-    reasons = gate.reasons_series(candles.index)
-    bad = (reasons != "").to_numpy()
-    if gate.table_failures:
-        bad[:] = True
-        reasons = reasons.where(reasons != "", "; ".join(gate.table_failures))
-    if bad.any():
-        quarantine.put(market, candles[bad], reasons[bad], run_id, now_ms,
-                       raw=[raw_rows[i] for i in range(len(raw_rows)) if bad[i]])
-        report.quarantined += int(bad.sum())
-        if on_invalid == "fail":
-            report.failure = gate.summary()
-            raise DataValidationError(f"{market}: {gate.summary()}; rejected rows are in quarantine, "
-                                      f"nothing from this batch was written")
-    good = candles[~bad]
-    result = lake.upsert(market, good)
-    report.added += result.rows_added
-    report.unchanged += result.rows_unchanged
-    if not result.conflicts.empty:
-        conflict_reasons = pd.Series("conflicts with the stored candle", index=result.conflicts.index)
-        quarantine.put(market, result.conflicts, conflict_reasons, run_id, now_ms)
-        report.quarantined += len(result.conflicts)
-    if not good.empty:
+@dataclass
+class _BatchWriter:
+    """Validates a batch of raw rows, quarantines rejects with reasons, upserts the rest."""
+
+    lake: CandleLake
+    quarantine: Quarantine
+    market: Market
+    now_ms: int
+    on_invalid: Literal["fail", "quarantine"]
+    results_dir: Path | None
+    run_id: str
+    report: IngestReport
+    previous_ts: int | None  # newest stored candle, to report a gap at the batch boundary
+
+    def write(self, raw_rows: list[list[Any]]) -> None:
+        market, report = self.market, self.report
+        candles = candles_from_rows(raw_rows)
+        gate = validate_candles(candles, market.timeframe, self.now_ms, self.results_dir)
+        if gate.results_path:
+            report.validation_results.append(str(gate.results_path))
+        reasons = gate.reasons_series(candles.index)
+        bad = (reasons != "").to_numpy()
+        if gate.table_failures:
+            bad[:] = True
+            reasons = reasons.where(reasons != "", "; ".join(gate.table_failures))
+        if bad.any():
+            self.quarantine.put(
+                market,
+                candles[bad],
+                reasons[bad],
+                run_id=self.run_id,
+                detected_at_ms=self.now_ms,
+                raw=[row for row, is_bad in zip(raw_rows, bad, strict=True) if is_bad],
+            )
+            report.quarantined += int(bad.sum())
+            if self.on_invalid == "fail":
+                report.failure = gate.summary()
+                raise DataValidationError(
+                    f"{market}: {gate.summary()}; rejected rows are in quarantine, nothing from this batch was written"
+                )
+        good = candles[~bad]
+        result = self.lake.upsert(market, good)
+        report.added += result.rows_added
+        report.unchanged += result.rows_unchanged
+        if not result.conflicts.empty:
+            conflict_reasons = pd.Series("conflicts with the stored candle", index=result.conflicts.index)
+            self.quarantine.put(
+                market, result.conflicts, conflict_reasons, run_id=self.run_id, detected_at_ms=self.now_ms
+            )
+            report.quarantined += len(result.conflicts)
+        if good.empty:
+            return
         ts = good["ts"].sort_values()
-        if previous_ts is not None and previous_ts < int(ts.iloc[0]):
-            ts = pd.concat([pd.Series([previous_ts]), ts], ignore_index=True)
+        if self.previous_ts is not None and self.previous_ts < int(ts.iloc[0]):
+            ts = pd.concat([pd.Series([self.previous_ts]), ts], ignore_index=True)
         report.gaps += find_gaps(ts, market.timeframe)
         report.first_ts = int(good["ts"].min()) if report.first_ts is None else report.first_ts
-        report.last_ts = int(good["ts"].max())
-        return report.last_ts
-    return previous_ts
+        report.last_ts = self.previous_ts = int(good["ts"].max())

@@ -183,17 +183,13 @@ class CandleLake:
             result.conflicts = pd.concat(conflicts, ignore_index=True)
         return result
 
-    def _upsert_partition(
-        self, market: Market, month: str, new_rows: pd.DataFrame
-    ) -> tuple[int, int, pd.DataFrame]:
+    def _upsert_partition(self, market: Market, month: str, new_rows: pd.DataFrame) -> tuple[int, int, pd.DataFrame]:
         old_manifest = self.manifest(market, month)
         existing = self._read_partition(old_manifest) if old_manifest else empty_candles()
         joined = new_rows.merge(existing, on="ts", how="left", suffixes=("", "_stored"), indicator=True)
         is_new = (joined["_merge"] == "left_only").to_numpy()
         stored_cols = [f"{c}_stored" for c in CANDLE_COLUMNS[1:]]
-        same = (
-            joined[list(CANDLE_COLUMNS[1:])].to_numpy() == joined[stored_cols].to_numpy()
-        ).all(axis=1)
+        same = (joined[list(CANDLE_COLUMNS[1:])].to_numpy() == joined[stored_cols].to_numpy()).all(axis=1)
         conflict = new_rows[~is_new & ~same]
         added = new_rows[is_new]
         unchanged = int((~is_new & same).sum())

@@ -58,7 +58,15 @@ def configure_logging(settings: LoggingSettings, logs_dir: Path, secrets: Iterab
         setattr(handler, _HANDLER_MARK, True)
         root.addHandler(handler)
     root.setLevel(settings.level)
-    for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "aiohttp.access", "great_expectations",
-                  "httpx", "httpcore"):
+    for noisy in (
+        "urllib3",
+        "botocore",
+        "boto3",
+        "s3transfer",
+        "aiohttp.access",
+        "great_expectations",
+        "httpx",
+        "httpcore",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     return log_file

@@ -39,7 +39,9 @@ def start_prefect_server(port: int, home: Path, wait_s: float = 120.0) -> tuple[
     log_file = (home / "server.log").open("ab")
     process = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

@@ -28,7 +28,13 @@ class Quarantine:
         self.storage = storage
 
     def put(
-        self, market: Market, rows: pd.DataFrame, reasons: pd.Series, run_id: str, detected_at_ms: int,
+        self,
+        market: Market,
+        rows: pd.DataFrame,
+        reasons: pd.Series,
+        *,
+        run_id: str,
+        detected_at_ms: int,
         raw: list[Any] | None = None,
     ) -> QuarantineRecord:
         """Store `rows` with their `reasons` (aligned Series) and, if given, the raw rows as received."""

@@ -95,7 +95,8 @@ def run_gate(
         config = item.expectation_config
         reason = str((config.meta or {}).get("reason", config.type))
         if item.exception_info and item.exception_info.get("raised_exception"):
-            report.table_failures.append(f"{reason} (could not evaluate: {item.exception_info.get('exception_message')})")
+            problem = item.exception_info.get("exception_message")
+            report.table_failures.append(f"{reason} (could not evaluate: {problem})")
             continue
         indices = (item.result or {}).get("unexpected_index_list")
         if indices is None:
@@ -135,36 +136,67 @@ def candle_checks(timeframe: str, now_ms: int) -> list[Any]:
     """The "candles" suite: schema, completeness, prices, OHLC consistency, time grid, closedness."""
     derived = ["close_ts", "ts_offset", "max_open_close", "min_open_close"]
     checks = [
-        check("ExpectTableColumnsToMatchSet", "columns differ from the candle schema",
-              column_set=[*CANDLE_COLUMNS, *derived], exact_match=True),
+        check(
+            "ExpectTableColumnsToMatchSet",
+            "columns differ from the candle schema",
+            column_set=[*CANDLE_COLUMNS, *derived],
+            exact_match=True,
+        ),
     ]
     for column, dtype in CANDLE_DTYPES.items():
         checks.append(check("ExpectColumnValuesToBeOfType", f"{column} is not {dtype}", column=column, type_=dtype))
         checks.append(check("ExpectColumnValuesToNotBeNull", f"{column} missing or not a number", column=column))
     for column in PRICE_COLUMNS:
-        checks.append(check("ExpectColumnValuesToBeBetween", f"{column} not a finite positive price",
-                            column=column, min_value=0, strict_min=True, max_value=MAX_PRICE))
+        checks.append(
+            check(
+                "ExpectColumnValuesToBeBetween",
+                f"{column} not a finite positive price",
+                column=column,
+                min_value=0,
+                strict_min=True,
+                max_value=MAX_PRICE,
+            )
+        )
     return [
         *checks,
-        check("ExpectColumnValuesToBeBetween", "volume negative or not finite",
-              column="volume", min_value=0, max_value=MAX_VOLUME),
-        check("ExpectColumnPairValuesAToBeGreaterThanB", "high below open or close",
-              column_A="high", column_B="max_open_close", or_equal=True),
-        check("ExpectColumnPairValuesAToBeGreaterThanB", "low above open or close",
-              column_A="min_open_close", column_B="low", or_equal=True),
+        check(
+            "ExpectColumnValuesToBeBetween",
+            "volume negative or not finite",
+            column="volume",
+            min_value=0,
+            max_value=MAX_VOLUME,
+        ),
+        check(
+            "ExpectColumnPairValuesAToBeGreaterThanB",
+            "high below open or close",
+            column_A="high",
+            column_B="max_open_close",
+            or_equal=True,
+        ),
+        check(
+            "ExpectColumnPairValuesAToBeGreaterThanB",
+            "low above open or close",
+            column_A="min_open_close",
+            column_B="low",
+            or_equal=True,
+        ),
         check("ExpectColumnValuesToBeUnique", "duplicate timestamp", column="ts"),
         check("ExpectColumnValuesToBeIncreasing", "timestamp not increasing", column="ts", strictly=True),
-        check("ExpectColumnValuesToBeInSet", f"timestamp not aligned to {timeframe}", column="ts_offset",
-              value_set=[0]),
-        check("ExpectColumnValuesToBeBetween", "timestamp before 2000 or in the future",
-              column="ts", min_value=MIN_TS_MS, max_value=now_ms),
+        check(
+            "ExpectColumnValuesToBeInSet", f"timestamp not aligned to {timeframe}", column="ts_offset", value_set=[0]
+        ),
+        check(
+            "ExpectColumnValuesToBeBetween",
+            "timestamp before 2000 or in the future",
+            column="ts",
+            min_value=MIN_TS_MS,
+            max_value=now_ms,
+        ),
         check("ExpectColumnValuesToBeBetween", "candle not closed yet", column="close_ts", max_value=now_ms),
     ]
 
 
-def validate_candles(
-    candles: pd.DataFrame, timeframe: str, now_ms: int, results_dir: Path | None = None
-) -> GateReport:
+def validate_candles(candles: pd.DataFrame, timeframe: str, now_ms: int, results_dir: Path | None = None) -> GateReport:
     return run_gate(candle_check_frame(candles, timeframe), "candles", candle_checks(timeframe, now_ms), results_dir)
 
 

@@ -30,6 +30,7 @@ async def ingest_market_task(
     lake: CandleLake,
     quarantine: Quarantine,
     market: Market,
+    *,
     settings: Settings,
     run_id: str,
     on_progress: ProgressCallback | None = None,
@@ -57,8 +58,9 @@ def _progress(enabled: bool, markets: list[Market]) -> Iterator[ProgressCallback
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn()) as progress:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+    ) as progress:
         bars = {m: progress.add_task(f"backfill {m}", total=None) for m in markets}
 
         def update(market: Market, done: int, expected: int) -> None:
@@ -91,8 +93,9 @@ async def ingest_flow(
 
             async def one(market: Market) -> IngestReport:
                 async with semaphore:
-                    return await ingest_market_task(exchange, lake, quarantine, market, settings, run_id,
-                                                    on_progress)
+                    return await ingest_market_task(
+                        exchange, lake, quarantine, market, settings=settings, run_id=run_id, on_progress=on_progress
+                    )
 
             outcomes = await asyncio.gather(*(one(m) for m in markets), return_exceptions=True)
     failures = [o for o in outcomes if isinstance(o, BaseException)]

@@ -40,8 +40,7 @@ def cta_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         base = {
             "paths": {"data_dir": str(tmp_path / "data"), "logs_dir": str(tmp_path / "logs")},
             "lake": {"uri": str(tmp_path / "lake")},
-            "validation": {"quarantine_uri": str(tmp_path / "quarantine"),
-                           "results_dir": str(tmp_path / "validation")},
+            "validation": {"quarantine_uri": str(tmp_path / "quarantine"), "results_dir": str(tmp_path / "validation")},
             "ingest": {"backoff_base_s": 0.05, "backoff_max_s": 2.0},
         }
         for section, values in sections.items():
@@ -85,13 +84,15 @@ def moto_s3() -> Iterator[str]:
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
-            urllib.request.urlopen(url, timeout=1)  # noqa: S310
+            urllib.request.urlopen(url, timeout=1)
             break
         except OSError:
             if time.monotonic() > deadline or process.poll() is not None:

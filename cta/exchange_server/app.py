@@ -74,9 +74,7 @@ class ExchangeService:
         self.engine = MatchingEngine(
             store,
             settings.initial_balances,
-            EngineConfig.from_rates(
-                settings.taker_fee_rate, settings.maker_fee_rate, settings.fill_participation
-            ),
+            EngineConfig.from_rates(settings.taker_fee_rate, settings.maker_fee_rate, settings.fill_participation),
         )
         self.limiter = WeightLimiter(settings.weight_limit_per_minute, self.wall)
         self.faults = FaultInjector(settings.faults)
@@ -127,10 +125,7 @@ class ExchangeService:
         with self._lock:
             now = self.clock.now_ms()
             self.engine.advance(now)
-            balances = {
-                a: {"free": f"{f:.8f}", "locked": f"{lk:.8f}"}
-                for a, (f, lk) in self.engine.balances().items()
-            }
+            balances = {a: {"free": f"{f:.8f}", "locked": f"{lk:.8f}"} for a, (f, lk) in self.engine.balances().items()}
             return {
                 "now_ms": now,
                 "balances": balances,
@@ -196,9 +191,7 @@ class ExchangeService:
         if route is None:
             known = any(p == path for _, p in self._routes)
             status = 405 if known else 404
-            return self._json(
-                {"code": -1, "msg": f"Unsupported endpoint: {method} {path}"}, status, decision.used
-            )
+            return self._json({"code": -1, "msg": f"Unsupported endpoint: {method} {path}"}, status, decision.used)
         try:
             with self._lock:
                 now = self.clock.now_ms()

@@ -30,9 +30,7 @@ logger = logging.getLogger(__name__)
 KNOWN_QUOTES: tuple[str, ...] = ("USDT", "USDC", "BUSD", "FDUSD", "BTC", "ETH", "BNB", "EUR", "USD", "TRY")
 
 _BINANCE_NAME = re.compile(r"^binance_(?P<market>[A-Z0-9]+)_(?P<tf>[0-9]+[mhdwM])\.csv(?:\.gz)?$")
-_PAIR_NAME = re.compile(
-    r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)-(?P<tf>[0-9]+[mhdwM])\.(?:csv|csv\.gz|parquet)$"
-)
+_PAIR_NAME = re.compile(r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)-(?P<tf>[0-9]+[mhdwM])\.(?:csv|csv\.gz|parquet)$")
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -43,9 +41,7 @@ def split_market_id(market_id: str) -> tuple[str, str]:
     for quote in sorted(KNOWN_QUOTES, key=len, reverse=True):
         if market_id.endswith(quote) and len(market_id) > len(quote):
             return market_id[: -len(quote)], quote
-    raise ValueError(
-        f"cannot split market id {market_id!r}: no known quote asset ({', '.join(KNOWN_QUOTES)})"
-    )
+    raise ValueError(f"cannot split market id {market_id!r}: no known quote asset ({', '.join(KNOWN_QUOTES)})")
 
 
 def parse_candle_file_name(name: str) -> tuple[str, str, str] | None:
@@ -102,9 +98,7 @@ class CandleSeries:
         if missing:
             raise ConfigError("data_dir", symbol, f"candles for {timeframe} lack columns {missing}")
         data = data.loc[:, ["ts", "open", "high", "low", "close", "volume"]].dropna()
-        data = (
-            data.astype({"ts": "int64"}).sort_values("ts", kind="stable").drop_duplicates("ts", keep="last")
-        )
+        data = data.astype({"ts": "int64"}).sort_values("ts", kind="stable").drop_duplicates("ts", keep="last")
         return cls(
             symbol=symbol,
             timeframe=timeframe,
@@ -192,8 +186,7 @@ class CandleStore:
         self._symbols = sorted({sym for sym, _ in self._series})
         self._by_market_id = {market_id(sym): sym for sym in self._symbols}
         self._tapes = {
-            sym: _build_tape(s for (ssym, _), s in self._series.items() if ssym == sym)
-            for sym in self._symbols
+            sym: _build_tape(s for (ssym, _), s in self._series.items() if ssym == sym) for sym in self._symbols
         }
 
     @classmethod
@@ -225,8 +218,7 @@ class CandleStore:
                 "or <BASE>_<QUOTE>-<tf>.csv[.gz] / .parquet)",
             )
         return cls(
-            CandleSeries.from_frame(sym, tf, pd.concat(parts, ignore_index=True))
-            for (sym, tf), parts in frames.items()
+            CandleSeries.from_frame(sym, tf, pd.concat(parts, ignore_index=True)) for (sym, tf), parts in frames.items()
         )
 
     @property

@@ -84,9 +84,7 @@ class FaultInjector:
     def settings(self) -> FaultSettings:
         return self._settings
 
-    def arm(
-        self, kind: FaultKind | str, path: str | None = None, count: int = 1, method: str | None = None
-    ) -> None:
+    def arm(self, kind: FaultKind | str, path: str | None = None, count: int = 1, method: str | None = None) -> None:
         """Make the next `count` requests matching path (None = any) and method fail with `kind`."""
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")

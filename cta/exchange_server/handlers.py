@@ -253,9 +253,7 @@ class SpotApi:
             type=order_type,
             quantity=parse_decimal("quantity", params["quantity"]) if params.get("quantity") else None,
             quote_order_qty=(
-                parse_decimal("quoteOrderQty", params["quoteOrderQty"])
-                if params.get("quoteOrderQty")
-                else None
+                parse_decimal("quoteOrderQty", params["quoteOrderQty"]) if params.get("quoteOrderQty") else None
             ),
             price=parse_decimal("price", params["price"]) if params.get("price") else None,
             time_in_force=tif,
@@ -307,9 +305,7 @@ class SpotApi:
         if not orders:
             raise api_errors.unknown_order()
         return [
-            self._cancel_json(
-                self._engine.cancel(symbol, o.order_id, None, now_ms), f"cancel-{o.order_id}", now_ms
-            )
+            self._cancel_json(self._engine.cancel(symbol, o.order_id, None, now_ms), f"cancel-{o.order_id}", now_ms)
             for o in orders
         ]
 
@@ -328,11 +324,7 @@ class SpotApi:
         if from_id is not None:
             orders = [o for o in orders if o.order_id >= from_id][:limit]
         elif start is not None or end is not None:
-            orders = [
-                o
-                for o in orders
-                if (start is None or o.time_ms >= start) and (end is None or o.time_ms <= end)
-            ]
+            orders = [o for o in orders if (start is None or o.time_ms >= start) and (end is None or o.time_ms <= end)]
             orders = orders[:limit] if start is not None else orders[-limit:]
         else:
             orders = orders[-limit:]
@@ -349,11 +341,7 @@ class SpotApi:
         if from_id is not None:
             trades = [t for t in trades if t.trade_id >= from_id][:limit]
         elif start is not None or end is not None:
-            trades = [
-                t
-                for t in trades
-                if (start is None or t.time_ms >= start) and (end is None or t.time_ms <= end)
-            ]
+            trades = [t for t in trades if (start is None or t.time_ms >= start) and (end is None or t.time_ms <= end)]
             trades = trades[:limit] if start is not None else trades[-limit:]
         else:
             trades = trades[-limit:]
@@ -366,9 +354,7 @@ class SpotApi:
         order_id = opt_int(params, "orderId")
         client_id = params.get("origClientOrderId") or None
         if order_id is None and client_id is None:
-            raise ApiError(
-                -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!"
-            )
+            raise ApiError(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
         return order_id, client_id
 
     @staticmethod

@@ -181,9 +181,7 @@ class MatchingEngine:
         """asset -> (free, locked), sorted by asset."""
         return {a: (self._free[a], self._locked.get(a, ZERO)) for a in sorted(self._free)}
 
-    def get_order(
-        self, symbol: str, order_id: int | None = None, client_order_id: str | None = None
-    ) -> Order:
+    def get_order(self, symbol: str, order_id: int | None = None, client_order_id: str | None = None) -> Order:
         """By id or client id; -2013 if unknown or of another symbol."""
         order = self._find(order_id, client_order_id)
         if order is None or order.symbol != symbol:
@@ -269,17 +267,13 @@ class MatchingEngine:
             return None if oid is None else self._orders.get(oid)
         return None
 
-    def _place_market(
-        self, req: OrderRequest, now_ms: int, price_now: float | None, rules: SymbolRules
-    ) -> Order:
+    def _place_market(self, req: OrderRequest, now_ms: int, price_now: float | None, rules: SymbolRules) -> Order:
         if req.price is not None:
             raise ApiError(-1106, "Parameter 'price' sent when not required.")
         if req.quantity is not None and req.quote_order_qty is not None:
             raise ApiError(-1106, "Parameter 'quoteOrderQty' sent when not required.")
         if req.quantity is None and req.quote_order_qty is None:
-            raise ApiError(
-                -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!"
-            )
+            raise ApiError(-1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!")
         if price_now is None:
             raise api_errors.market_closed()
         price = to_decimal(price_now)
@@ -292,15 +286,11 @@ class MatchingEngine:
             raise api_errors.insufficient_balance()
         if req.side is Side.SELL and qty > self._free[base]:
             raise api_errors.insufficient_balance()
-        order = self._new_order(
-            req, now_ms, price=ZERO, qty=qty, quote_qty=req.quote_order_qty or ZERO, tif=None
-        )
+        order = self._new_order(req, now_ms, price=ZERO, qty=qty, quote_qty=req.quote_order_qty or ZERO, tif=None)
         self._fill(order, qty, price, is_maker=False, time_ms=now_ms)
         return order
 
-    def _place_limit(
-        self, req: OrderRequest, now_ms: int, price_now: float | None, rules: SymbolRules
-    ) -> Order:
+    def _place_limit(self, req: OrderRequest, now_ms: int, price_now: float | None, rules: SymbolRules) -> Order:
         if req.price is None:
             raise api_errors.missing_param("price")
         if req.quantity is None:

@@ -26,14 +26,8 @@ _FIXED_WEIGHTS: dict[tuple[str, str], int] = {
 
 
 def klines_weight(limit: int) -> int:
-    """1 / 2 / 5 / 10 for limit 1-99 / 100-499 / 500-1000 / above."""
-    if limit < 100:
-        return 1
-    if limit < 500:
-        return 2
-    if limit <= 1000:
-        return 5
-    return 10
+    """Binance's current spot weight for klines: 2 whatever the limit (1..1000)."""
+    return 2
 
 
 def request_weight(method: str, path: str, params: Mapping[str, str]) -> int:

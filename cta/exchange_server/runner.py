@@ -127,9 +127,7 @@ class LocalExchangeServer:
         return self._url
 
     async def _serve(self, sock: socket.socket) -> web.AppRunner:
-        runner = web.AppRunner(
-            self._service.build_app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
-        )
+        runner = web.AppRunner(self._service.build_app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         await web.SockSite(runner, sock, shutdown_timeout=SHUTDOWN_TIMEOUT_S).start()
         return runner
@@ -184,9 +182,7 @@ class LocalExchangeServer:
         return self._service.snapshot()
 
 
-def serve_forever(
-    settings: LocalExchangeSettings, api_key: str | None = None, api_secret: str | None = None
-) -> None:
+def serve_forever(settings: LocalExchangeSettings, api_key: str | None = None, api_secret: str | None = None) -> None:
     """Serve in the foreground until SIGINT or SIGTERM (the `cta exchange serve` command)."""
     service = build_service(settings, api_key, api_secret)
     asyncio.run(_serve_until_signal(service, settings))

@@ -24,9 +24,7 @@ def parse_start_ms(value: str | int) -> int:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(
-            f"start must be ISO-8601 (e.g. 2022-06-01T00:00:00Z) or epoch ms, got {value!r}"
-        ) from None
+        raise ValueError(f"start must be ISO-8601 (e.g. 2022-06-01T00:00:00Z) or epoch ms, got {value!r}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1000)
@@ -57,9 +55,7 @@ class LocalExchangeSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535, description="0 picks a free port")
-    data_dir: Path | None = Field(
-        default=None, description="candle directory; None = bundled cta/data/candles"
-    )
+    data_dir: Path | None = Field(default=None, description="candle directory; None = bundled cta/data/candles")
     speed: float = Field(default=1.0, ge=0, description="market seconds per wall second; 0 freezes the clock")
     start: str | int | None = Field(
         default=None, description="replay start (ISO-8601 UTC or epoch ms); None = end of the data"

@@ -75,9 +75,7 @@ def test_fetch_time_is_the_wall_clock(exchange_client: Any) -> None:
 
 def test_fetch_ohlcv_serves_only_closed_candles_with_csv_values(exchange_client: Any) -> None:
     rows = exchange_client.fetch_ohlcv("BTC/USDT", "1h", limit=5)
-    assert [r[0] for r in rows] == [
-        T0 - 5 * H + i * H for i in range(5)
-    ]  # the candle opening at T0 is not closed
+    assert [r[0] for r in rows] == [T0 - 5 * H + i * H for i in range(5)]  # the candle opening at T0 is not closed
     csv = csv_candles().set_index("timestamp")
     for ts, o, h, low, c, v in rows:
         assert [o, h, low, c, v] == csv.loc[ts, ["open", "high", "low", "close", "volume"]].tolist()
@@ -120,9 +118,7 @@ def test_ticker_price_and_exchange_info_filter(exchange_client: Any) -> None:
     }
 
 
-def test_moving_the_clock_reveals_new_candles(
-    exchange_server: LocalExchangeServer, exchange_client: Any
-) -> None:
+def test_moving_the_clock_reveals_new_candles(exchange_server: LocalExchangeServer, exchange_client: Any) -> None:
     assert exchange_client.fetch_ohlcv("BTC/USDT", "1h", limit=1)[0][0] == T0 - H
     exchange_server.clock.set(T0 + 2 * H)
     assert exchange_client.fetch_ohlcv("BTC/USDT", "1h", limit=1)[0][0] == T0 + H
@@ -170,9 +166,7 @@ def test_limit_order_rests_then_fills_partially_then_fully() -> None:
     # T0+4h (low 31371.45) fills the remaining 0.04129.
     with running_exchange(fill_participation=0.00005) as server:
         client = sync_client(server.url)
-        order = client.create_order(
-            "BTC/USDT", "limit", "buy", 0.25, 31700, params={"clientOrderId": "rest-1"}
-        )
+        order = client.create_order("BTC/USDT", "limit", "buy", 0.25, 31700, params={"clientOrderId": "rest-1"})
         assert order["status"] == "open" and order["filled"] == 0
         assert client.fetch_balance()["USDT"] == {"free": 2075.0, "used": 7925.0, "total": 10000.0}
         assert [o["id"] for o in client.fetch_open_orders("BTC/USDT")] == [order["id"]]
@@ -198,9 +192,7 @@ def test_limit_order_rests_then_fills_partially_then_fully() -> None:
 
 
 def test_fetch_and_cancel_orders(exchange_client: Any) -> None:
-    resting = exchange_client.create_order(
-        "ETH/USDT", "limit", "buy", 1, 1500, params={"clientOrderId": "eth-bid"}
-    )
+    resting = exchange_client.create_order("ETH/USDT", "limit", "buy", 1, 1500, params={"clientOrderId": "eth-bid"})
     by_id = exchange_client.fetch_order(resting["id"], "ETH/USDT")
     by_client_id = exchange_client.fetch_order(None, "ETH/USDT", {"clientOrderId": "eth-bid"})
     assert by_id["id"] == by_client_id["id"] == resting["id"]
@@ -328,15 +320,11 @@ def test_drop_after_execute_leaves_the_order_on_the_server(
     exchange_client.load_markets()
     exchange_server.inject_fault("drop_after_execute", "/api/v3/order")
     with pytest.raises(ccxt.NetworkError):
-        exchange_client.create_order(
-            "BTC/USDT", "market", "buy", 0.01, params={"clientOrderId": "lost-reply"}
-        )
+        exchange_client.create_order("BTC/USDT", "market", "buy", 0.01, params={"clientOrderId": "lost-reply"})
     found = exchange_client.fetch_order(None, "BTC/USDT", {"clientOrderId": "lost-reply"})
     assert found["status"] == "closed" and found["filled"] == 0.01
     with pytest.raises(ccxt.InvalidOrder, match="Duplicate"):  # a blind retry cannot double-buy
-        exchange_client.create_order(
-            "BTC/USDT", "market", "buy", 0.01, params={"clientOrderId": "lost-reply"}
-        )
+        exchange_client.create_order("BTC/USDT", "market", "buy", 0.01, params={"clientOrderId": "lost-reply"})
     state = admin(exchange_server.url, "/_cta/state")
     assert state["balances"]["BTC"]["free"] == "0.00999000"
     assert state["request_counts"]["/api/v3/order"] == 3

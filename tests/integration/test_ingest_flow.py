@@ -60,9 +60,7 @@ def test_flow_fails_on_bad_input_and_writes_nothing(
     assert make_lake(settings).manifests() == []
 
 
-def test_bad_data_stops_the_flow_and_is_quarantined(
-    prefect_harness: None, tmp_path: Any, cta_env: Any
-) -> None:
+def test_bad_data_stops_the_flow_and_is_quarantined(prefect_harness: None, tmp_path: Any, cta_env: Any) -> None:
     import gzip
 
     from tests.exchange_fixtures import running_exchange
@@ -75,8 +73,9 @@ def test_bad_data_stops_the_flow_and_is_quarantined(
         candles.to_csv(handle, index=False)
     first = int(candles["timestamp"].iloc[0])
     with running_exchange(data_dir=tmp_path / "candles", start=first + 30 * HOUR_MS) as server:
-        settings = cta_env(exchange={"api_url": server.url}, ingest={"start": str(first)},
-                           markets={"symbols": ["ETH/USDT"]})
+        settings = cta_env(
+            exchange={"api_url": server.url}, ingest={"start": str(first)}, markets={"symbols": ["ETH/USDT"]}
+        )
         with pytest.raises(DataValidationError, match="close not a finite positive price"):
             asyncio.run(ingest_flow())
     assert make_lake(settings).manifests() == []
@@ -85,8 +84,10 @@ def test_bad_data_stops_the_flow_and_is_quarantined(
 
 def test_one_scheduled_deployment_per_timeframe_firing_after_each_close() -> None:
     schedules = ingest_schedules(("1m", "1h"), offset_s=10)
-    assert [(s.name, s.every) for s in schedules] == [("ingest-1m", timedelta(minutes=1)),
-                                                      ("ingest-1h", timedelta(hours=1))]
+    assert [(s.name, s.every) for s in schedules] == [
+        ("ingest-1m", timedelta(minutes=1)),
+        ("ingest-1h", timedelta(hours=1)),
+    ]
     assert all(s.anchor.timestamp() == 10 for s in schedules)
     deployments = ingest_deployments(("1m", "1h"), offset_s=10)
     assert [d.name for d in deployments] == ["ingest-1m", "ingest-1h"]

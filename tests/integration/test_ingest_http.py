@@ -38,13 +38,20 @@ class RecordingSleep:
         self.delays.append(delay)
 
 
-def adapter(url: str, *, max_retries: int = 3, sleep: Any = None, secret: str = EXCHANGE_API_SECRET,
-            timeout_ms: int = 5_000) -> ExchangeAdapter:
-    settings = ExchangeSettings(id="binance", api_url=url, request_weight_per_minute=600_000, timeout_ms=timeout_ms,
-                                market_time="replay")
+def adapter(
+    url: str, *, max_retries: int = 3, sleep: Any = None, secret: str = EXCHANGE_API_SECRET, timeout_ms: int = 5_000
+) -> ExchangeAdapter:
+    settings = ExchangeSettings(
+        id="binance", api_url=url, rate_limit_share=50, timeout_ms=timeout_ms, market_time="replay"
+    )
     secrets = Secrets(api_key=EXCHANGE_API_KEY, api_secret=secret)  # type: ignore[arg-type]
-    return ExchangeAdapter(settings, secrets, RetryPolicy(max_retries=max_retries, backoff_base_s=0.01),
-                           sleep=sleep or RecordingSleep(), seed=1)
+    return ExchangeAdapter(
+        settings,
+        secrets,
+        RetryPolicy(max_retries=max_retries, backoff_base_s=0.01),
+        sleep=sleep or RecordingSleep(),
+        seed=1,
+    )
 
 
 @pytest.fixture
@@ -57,10 +64,17 @@ def quarantine(tmp_path: Path) -> Quarantine:
     return Quarantine(LocalStorage(tmp_path / "quarantine"))
 
 
-async def ingest(exchange: ExchangeAdapter, lake: CandleLake, quarantine: Quarantine, market: Market,
-                 **kw: Any) -> IngestReport:
-    options: dict[str, Any] = {"start_ms": MAY_2022, "end_ms": None, "page_limit": 1000, "on_invalid": "fail",
-                               "results_dir": None, "run_id": "it"}
+async def ingest(
+    exchange: ExchangeAdapter, lake: CandleLake, quarantine: Quarantine, market: Market, **kw: Any
+) -> IngestReport:
+    options: dict[str, Any] = {
+        "start_ms": MAY_2022,
+        "end_ms": None,
+        "page_limit": 1000,
+        "on_invalid": "fail",
+        "results_dir": None,
+        "run_id": "it",
+    }
     options.update(kw)
     return await ingest_market(exchange, lake, quarantine, market, **options)
 
@@ -70,8 +84,12 @@ def test_backfill_two_symbols_concurrently_matches_the_real_candles(
 ) -> None:
     async def both() -> list[IngestReport]:
         async with adapter(exchange_server.url) as exchange:
-            return list(await asyncio.gather(ingest(exchange, lake, quarantine, BTC, page_limit=300),
-                                             ingest(exchange, lake, quarantine, ETH, page_limit=300)))
+            return list(
+                await asyncio.gather(
+                    ingest(exchange, lake, quarantine, BTC, page_limit=300),
+                    ingest(exchange, lake, quarantine, ETH, page_limit=300),
+                )
+            )
 
     reports = asyncio.run(both())
     expected_rows = (EXCHANGE_START_MS - MAY_2022) // HOUR_MS  # every candle closed by the replay clock
@@ -220,3 +238,23 @@ def test_malformed_candles_served_by_the_venue_are_quarantined(
     ts10, ts20 = int(candles["timestamp"].iloc[10]), int(candles["timestamp"].iloc[20])
     assert "high below open or close" in reasons[ts10]
     assert reasons[ts20] == "volume negative or not finite"
+
+
+def test_reads_stay_within_the_configured_request_budget(exchange_server: LocalExchangeServer) -> None:
+    import time
+
+    # ccxt models Binance as 50 ms per cost unit, a klines request costing 0.4 units (Binance weight 2):
+    # at a 10 % share a klines request may start only every 0.4 * 50 ms / 0.1 = 200 ms.
+    settings = ExchangeSettings(id="binance", api_url=exchange_server.url, rate_limit_share=0.1)
+
+    async def run() -> tuple[float, float]:
+        async with ExchangeAdapter(settings) as exchange:
+            await exchange.load_markets()
+            started = time.perf_counter()
+            for i in range(6):
+                await exchange.fetch_ohlcv("BTC/USDT", "1h", MAY_2022 + i * 10 * HOUR_MS, 10)
+            return time.perf_counter() - started, exchange.throttle_wait_s
+
+    elapsed, waited = asyncio.run(run())
+    assert elapsed >= 5 * 0.2 * 0.95  # six requests need at least five spacings
+    assert waited > 0.5

@@ -62,10 +62,20 @@ def test_ingest_from_the_local_exchange_into_an_s3_lake(
     start = EXCHANGE_START_MS - 200 * HOUR_MS
 
     async def run() -> int:
-        settings = ExchangeSettings(api_url=exchange_server.url, request_weight_per_minute=600_000)
+        settings = ExchangeSettings(api_url=exchange_server.url, rate_limit_share=50)
         async with ExchangeAdapter(settings) as exchange:
-            report = await ingest_market(exchange, lake, quarantine, MARKET, start_ms=start, end_ms=None,
-                                         page_limit=1000, on_invalid="fail", results_dir=None, run_id="s3")
+            report = await ingest_market(
+                exchange,
+                lake,
+                quarantine,
+                MARKET,
+                start_ms=start,
+                end_ms=None,
+                page_limit=1000,
+                on_invalid="fail",
+                results_dir=None,
+                run_id="s3",
+            )
             return report.added
 
     assert asyncio.run(run()) == 200
@@ -73,5 +83,7 @@ def test_ingest_from_the_local_exchange_into_an_s3_lake(
     assert len(lake.read(MARKET)) == 200
 
     bad = real_candles(rows=3)
-    quarantine.put(MARKET, bad, pd.Series(["reason a", "reason b", "reason c"]), "run-1", EXCHANGE_START_MS)
+    quarantine.put(
+        MARKET, bad, pd.Series(["reason a", "reason b", "reason c"]), run_id="run-1", detected_at_ms=EXCHANGE_START_MS
+    )
     assert quarantine.read(MARKET)["reason"].tolist() == ["reason a", "reason b", "reason c"]

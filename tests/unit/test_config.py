@@ -20,8 +20,9 @@ def test_default_profile_loads_typed_frozen_settings() -> None:
 
 
 def test_production_overlays_default_then_env_overrides_both() -> None:
-    settings = load_settings("production", env={"CTA_INGEST__START": "2024-06-01", "CTA_LAKE__S3_REGION": "us-west-2"},
-                             config_dir=CONFIG_DIR)
+    settings = load_settings(
+        "production", env={"CTA_INGEST__START": "2024-06-01", "CTA_LAKE__S3_REGION": "us-west-2"}, config_dir=CONFIG_DIR
+    )
     assert settings.lake.uri == "s3://cta-lake/candles"  # from production.json
     assert settings.exchange.page_limit == 1000  # kept from default.json
     assert settings.ingest.start == "2024-06-01"  # env wins

@@ -145,9 +145,7 @@ def test_tape_prefers_finer_candles() -> None:
         [(T0 + H + i * M, 200.0 + i, 201.0 + i, 199.0 + i, 200.5 + i, 1.0) for i in range(60)],
         columns=["timestamp", "open", "high", "low", "close", "volume"],
     )
-    coarse = hourly(
-        [(100.0, 101.0, 99.0, 100.5, 10.0), (1.0, 1.0, 1.0, 1.0, 1.0), (300.0, 301.0, 299.0, 300.5, 10.0)]
-    )
+    coarse = hourly([(100.0, 101.0, 99.0, 100.5, 10.0), (1.0, 1.0, 1.0, 1.0, 1.0), (300.0, 301.0, 299.0, 300.5, 10.0)])
     store = CandleStore.from_frames({("BTC/USDT", "1h"): coarse, ("BTC/USDT", "1m"): fine})
     assert store.price_at("BTC/USDT", T0 - 1) is None
     assert store.price_at("BTC/USDT", T0 + 10) == 100.0  # only the hour candle covers it
@@ -185,9 +183,7 @@ def test_market_buy_then_sell_charges_fee_in_received_asset(store: CandleStore) 
 
 def test_market_order_by_quote_quantity(store: CandleStore) -> None:
     engine = engine_for(store)
-    order = engine.place(
-        OrderRequest("BTC/USDT", Side.BUY, OrderType.MARKET, quote_order_qty=Decimal("50.5")), T0
-    )
+    order = engine.place(OrderRequest("BTC/USDT", Side.BUY, OrderType.MARKET, quote_order_qty=Decimal("50.5")), T0)
     assert order.executed_qty == Decimal("0.505")
     assert order.orig_quote_qty == Decimal("50.5")
 
@@ -314,8 +310,8 @@ def test_cancel_releases_the_rest(store: CandleStore) -> None:
 
 
 def test_weights() -> None:
-    assert [klines_weight(n) for n in (1, 99, 100, 499, 500, 1000, 1001)] == [1, 1, 2, 2, 5, 5, 10]
-    assert request_weight("GET", "/api/v3/klines", {}) == 5
+    assert [klines_weight(n) for n in (1, 99, 100, 499, 500, 1000)] == [2] * 6
+    assert request_weight("GET", "/api/v3/klines", {}) == 2
     assert request_weight("GET", "/api/v3/openOrders", {"symbol": "BTCUSDT"}) == 6
     assert request_weight("GET", "/api/v3/openOrders", {}) == 80
     assert request_weight("GET", "/api/v3/order", {}) == 4
@@ -385,9 +381,7 @@ def test_signed_request_checks() -> None:
     def check(query: str, key: str = "key", body: str = "", signature: str | None = None) -> None:
         payload = query + body
         sig = signature or sign("secret", payload)
-        params = dict(
-            p.split("=", 1) for p in (query + ("&" if query and body else "") + body).split("&") if p
-        )
+        params = dict(p.split("=", 1) for p in (query + ("&" if query and body else "") + body).split("&") if p)
         params["signature"] = sig
         verify_signed_request(
             credentials=creds,

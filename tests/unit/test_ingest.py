@@ -42,8 +42,14 @@ class ListVenue:
 
 
 def run(venue: ListVenue, lake: CandleLake, quarantine: Quarantine, **kw: Any) -> Any:
-    options: dict[str, Any] = {"start_ms": T0, "end_ms": None, "page_limit": 100, "on_invalid": "fail",
-                               "results_dir": None, "run_id": "test-run"}
+    options: dict[str, Any] = {
+        "start_ms": T0,
+        "end_ms": None,
+        "page_limit": 100,
+        "on_invalid": "fail",
+        "results_dir": None,
+        "run_id": "test-run",
+    }
     options.update(kw)
     return asyncio.run(ingest_market(venue, lake, quarantine, MARKET, **options))
 
@@ -85,8 +91,7 @@ def test_pagination_boundaries_fetch_every_candle_once(count: int, lake: CandleL
     assert [since for since, _ in venue.calls] == [T0 + i * 100 * HOUR_MS for i in range(-(-count // 100))]
 
 
-def test_venue_capping_page_size_below_request_still_gets_everything(lake: CandleLake,
-                                                                     quarantine: Quarantine) -> None:
+def test_venue_capping_page_size_below_request_still_gets_everything(lake: CandleLake, quarantine: Quarantine) -> None:
     venue = ListVenue(candle_rows(T0, 230), now_ms=T0 + 230 * HOUR_MS, max_page=50)
     assert run(venue, lake, quarantine).added == 230
 
@@ -152,3 +157,17 @@ def test_small_write_batches_commit_progress(lake: CandleLake, quarantine: Quara
     venue = ListVenue(candle_rows(T0, 250), now_ms=T0 + 250 * HOUR_MS)
     report = run(venue, lake, quarantine, write_every_rows=100)
     assert report.added == 250 and len(lake.read(MARKET)) == 250
+
+
+def test_request_spacer_waits_only_for_what_the_budget_requires() -> None:
+    from cta.exchange import RequestSpacer
+
+    now = [100.0]
+    spacer = RequestSpacer(ms_per_cost=50, now=lambda: now[0])  # 20 cost units per second
+    assert spacer.reserve(1) == 0.0  # the first request goes at once
+    assert spacer.reserve(1) == pytest.approx(0.05)  # a burst is spaced...
+    assert spacer.reserve(2) == pytest.approx(0.10)  # ...by the cost of what went before it
+    now[0] += 1.0  # a slow request: the budget has long refilled, no wait
+    assert spacer.reserve(0.4) == 0.0
+    now[0] += 0.01
+    assert spacer.reserve(1) == pytest.approx(0.01)  # 0.4 units = 20 ms; 10 ms have passed

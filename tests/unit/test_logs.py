@@ -12,8 +12,10 @@ def test_secrets_never_reach_the_log_file_even_at_debug(tmp_path: Path) -> None:
     log_file = configure_logging(LoggingSettings(level="DEBUG"), tmp_path, secrets=[secret])
     try:
         logger = logging.getLogger("ccxt.test")
-        logger.debug("request GET /api/v3/account?timestamp=1&signature=abcdef0123 headers %s",
-                     {"X-MBX-APIKEY": "the-api-key-1234"})
+        logger.debug(
+            "request GET /api/v3/account?timestamp=1&signature=abcdef0123 headers %s",
+            {"X-MBX-APIKEY": "the-api-key-1234"},
+        )
         logger.info("configured with %s", secret)
         for handler in logging.getLogger().handlers:
             handler.flush()
