@@ -126,6 +126,7 @@ async def backfill(url: str, work: Path, minutes: int, share: float) -> dict[str
             results_dir=None,
             run_id="bench",
             write_every_rows=100_000,
+            pages_in_flight=4,
         )
         elapsed = time.perf_counter() - started
         requests, throttle, retries = exchange.requests, exchange.throttle_wait_s, exchange.retries

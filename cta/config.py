@@ -110,7 +110,8 @@ def parse_utc_ms(value: str | int) -> int:
 class IngestSettings(_Strict):
     start: str | int = "2022-01-01"  # ISO-8601 (UTC if no zone) or epoch ms
     end: str | int | None = None  # exclusive; None = up to the newest closed candle
-    concurrency: Annotated[int, Field(ge=1, le=32)] = 4
+    concurrency: Annotated[int, Field(ge=1, le=32)] = 4  # markets ingested at once
+    pages_in_flight: Annotated[int, Field(ge=1, le=32)] = 4  # concurrent page requests per market
     max_retries: Annotated[int, Field(ge=0)] = 5
     backoff_base_s: Annotated[float, Field(gt=0)] = 0.5
     backoff_max_s: Annotated[float, Field(gt=0)] = 30.0

@@ -8,7 +8,10 @@ never filled.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,41 +102,76 @@ async def ingest_market(
     results_dir: Path | None,
     run_id: str,
     write_every_rows: int = 50_000,
+    pages_in_flight: int = 1,
     on_progress: ProgressCallback | None = None,
 ) -> IngestReport:
-    """Backfill one market. Raises DataValidationError (policy 'fail') after quarantining bad rows."""
+    """Backfill one market. Raises DataValidationError (policy 'fail') after quarantining bad rows.
+
+    The range is cut into chunks of `page_limit` candles on the timeframe grid; up to
+    `pages_in_flight` chunks are fetched concurrently (the adapter keeps the request budget) and
+    consumed in order, so validation and writes overlap the next requests.
+    """
     await source.check_market(market.symbol, market.timeframe)
     now_ms = await source.fetch_time()
-    plan = plan_ingest(market, start_ms, end_ms, lake.last_ts(market), now_ms)
+    last_stored = lake.last_ts(market)
+    plan = plan_ingest(market, start_ms, end_ms, last_stored, now_ms)
     report = IngestReport(market=market)
-    writer = _BatchWriter(
-        lake, quarantine, market, now_ms, on_invalid, results_dir, run_id, report, previous_ts=lake.last_ts(market)
-    )
-    step = timeframe_ms(market.timeframe)
+    writer = _BatchWriter(lake, quarantine, market, now_ms, on_invalid, results_dir, run_id, report, last_stored)
+    chunk_ms = page_limit * timeframe_ms(market.timeframe)
+    chunk_starts = iter(range(plan.since_ms, plan.until_ms, chunk_ms))
+
+    def fetch(chunk_start: int) -> asyncio.Task[list[list[Any]]]:
+        chunk_end = min(chunk_start + chunk_ms, plan.until_ms)
+        return asyncio.create_task(_fetch_chunk(source, market, (chunk_start, chunk_end), page_limit, report))
+
+    in_flight = deque(fetch(c) for c in itertools.islice(chunk_starts, pages_in_flight))
     buffer: list[list[Any]] = []
-    since = plan.since_ms
-    while since < plan.until_ms:
+    try:
+        while in_flight:
+            rows = await in_flight.popleft()
+            if (following := next(chunk_starts, None)) is not None:
+                in_flight.append(fetch(following))
+            buffer.extend(rows)
+            report.fetched += len(rows)
+            if on_progress:
+                on_progress(market, report.fetched, plan.expected)
+            if len(buffer) >= write_every_rows:
+                writer.write(buffer)
+                buffer = []
+        if buffer:
+            writer.write(buffer)
+    finally:
+        for task in in_flight:
+            task.cancel()
+    log.info("ingest %s", report.line())
+    return report
+
+
+async def _fetch_chunk(
+    source: CandleSource, market: Market, chunk: tuple[int, int], page_limit: int, report: IngestReport
+) -> list[list[Any]]:
+    """Every candle the venue has with chunk_start <= open time < chunk_end, in venue order.
+
+    One request when the chunk is full or the venue's answer runs past the chunk (a gap inside it);
+    more when the venue caps its pages below `page_limit` or the chunk ends in a gap.
+    """
+    step = timeframe_ms(market.timeframe)
+    chunk_start, chunk_end = chunk
+    collected: list[list[Any]] = []
+    since = chunk_start
+    while since < chunk_end:
         rows = await source.fetch_ohlcv(market.symbol, market.timeframe, since, page_limit)
         report.pages += 1
-        page = [row for row in rows if (ts := _open_time(row)) is None or ts < plan.until_ms]
-        if not page:
+        in_chunk = list(itertools.takewhile(lambda row: (ts := _open_time(row)) is None or ts < chunk_end, rows))
+        collected.extend(in_chunk)
+        newest = max((t for row in in_chunk if (t := _open_time(row)) is not None), default=None)
+        if len(in_chunk) < len(rows) or newest is None:  # the answer ran past the chunk, or nothing more
             break
-        buffer.extend(page)
-        report.fetched += len(page)
-        newest = max((t for row in page if (t := _open_time(row)) is not None), default=since - step)
         if newest < since:  # the venue went backwards: stop rather than loop forever
             log.warning("%s: venue returned candles before %d; stopping pagination", market, since)
             break
         since = newest + step
-        if on_progress:
-            on_progress(market, report.fetched, plan.expected)
-        if len(buffer) >= write_every_rows:
-            writer.write(buffer)
-            buffer = []
-    if buffer:
-        writer.write(buffer)
-    log.info("ingest %s", report.line())
-    return report
+    return collected
 
 
 def _open_time(row: Sequence[Any]) -> int | None:

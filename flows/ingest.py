@@ -47,6 +47,7 @@ async def ingest_market_task(
         results_dir=settings.validation.results_dir,
         run_id=run_id,
         write_every_rows=settings.ingest.write_every_rows,
+        pages_in_flight=settings.ingest.pages_in_flight,
         on_progress=on_progress,
     )
 

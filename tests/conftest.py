@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 
 from cta.config import Settings, load_settings
+from cta.lake import CandleLake
+from cta.quarantine import Quarantine
+from cta.storage import LocalStorage
 
 pytest_plugins = ["tests.exchange_fixtures"]
 
@@ -58,6 +61,16 @@ def _env_value(value: Any) -> str:
     import json
 
     return value if isinstance(value, str) else json.dumps(value)
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> CandleLake:
+    return CandleLake(LocalStorage(tmp_path / "lake"))
+
+
+@pytest.fixture
+def quarantine(tmp_path: Path) -> Quarantine:
+    return Quarantine(LocalStorage(tmp_path / "quarantine"))
 
 
 @pytest.fixture(scope="session")

@@ -43,9 +43,10 @@ def sync_client(
     api_key: str | None = EXCHANGE_API_KEY,
     api_secret: str | None = EXCHANGE_API_SECRET,
     timeout_ms: int = 5_000,
+    asynchronous: bool = False,
     **options: Any,
 ) -> Any:
-    """A synchronous ccxt binance client pointed at `url` (client-side throttling ~off)."""
+    """A ccxt binance client pointed at `url` (client-side throttling ~off); sync unless `asynchronous`."""
     return build_ccxt(
         "binance",
         api_url=url,
@@ -53,27 +54,14 @@ def sync_client(
         api_secret=api_secret,
         rate_limit_ms=1,
         timeout_ms=timeout_ms,
-        asynchronous=False,
+        asynchronous=asynchronous,
         extra_options=options or None,
     )
 
 
-def async_client(
-    url: str,
-    api_key: str | None = EXCHANGE_API_KEY,
-    api_secret: str | None = EXCHANGE_API_SECRET,
-    timeout_ms: int = 5_000,
-) -> Any:
+def async_client(url: str, **kwargs: Any) -> Any:
     """An asyncio ccxt binance client pointed at `url`; the caller must `await client.close()`."""
-    return build_ccxt(
-        "binance",
-        api_url=url,
-        api_key=api_key,
-        api_secret=api_secret,
-        rate_limit_ms=1,
-        timeout_ms=timeout_ms,
-        asynchronous=True,
-    )
+    return sync_client(url, asynchronous=True, **kwargs)
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from cta.exchange_server import LocalExchangeServer
 from cta.ingest import IngestReport, ingest_market
 from cta.lake import CandleLake, Market
 from cta.quarantine import Quarantine
-from cta.storage import LocalStorage
 from tests.exchange_fixtures import EXCHANGE_API_KEY, EXCHANGE_API_SECRET, EXCHANGE_START_MS, running_exchange
 from tests.factories import HOUR_MS, real_candles
 
@@ -54,16 +53,6 @@ def adapter(
     )
 
 
-@pytest.fixture
-def lake(tmp_path: Path) -> CandleLake:
-    return CandleLake(LocalStorage(tmp_path / "lake"))
-
-
-@pytest.fixture
-def quarantine(tmp_path: Path) -> Quarantine:
-    return Quarantine(LocalStorage(tmp_path / "quarantine"))
-
-
 async def ingest(
     exchange: ExchangeAdapter, lake: CandleLake, quarantine: Quarantine, market: Market, **kw: Any
 ) -> IngestReport:
@@ -74,6 +63,7 @@ async def ingest(
         "on_invalid": "fail",
         "results_dir": None,
         "run_id": "it",
+        "pages_in_flight": 4,
     }
     options.update(kw)
     return await ingest_market(exchange, lake, quarantine, market, **options)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -13,7 +12,6 @@ from cta.errors import ConfigError, DataValidationError
 from cta.ingest import ingest_market, plan_ingest
 from cta.lake import CandleLake, Market
 from cta.quarantine import Quarantine
-from cta.storage import LocalStorage
 from tests.factories import HOUR_MS, candle_rows
 
 MARKET = Market("binance", "BTC/USDT", "1h")
@@ -54,16 +52,6 @@ def run(venue: ListVenue, lake: CandleLake, quarantine: Quarantine, **kw: Any) -
     return asyncio.run(ingest_market(venue, lake, quarantine, MARKET, **options))
 
 
-@pytest.fixture
-def lake(tmp_path: Path) -> CandleLake:
-    return CandleLake(LocalStorage(tmp_path / "lake"))
-
-
-@pytest.fixture
-def quarantine(tmp_path: Path) -> Quarantine:
-    return Quarantine(LocalStorage(tmp_path / "q"))
-
-
 def test_plan_resumes_after_last_stored_and_stops_at_newest_closed_candle() -> None:
     now = T0 + 10 * HOUR_MS + 123  # candle 10 has just opened, so candles 0..9 are closed
     plan = plan_ingest(MARKET, T0, None, last_stored_ts=None, exchange_now_ms=now)
@@ -81,10 +69,13 @@ def test_start_after_end_is_a_config_error() -> None:
         plan_ingest(MARKET, T0 + HOUR_MS, T0, None, T0 + 100 * HOUR_MS)
 
 
+@pytest.mark.parametrize("in_flight", [1, 3])
 @pytest.mark.parametrize("count", [99, 100, 101, 200, 250])
-def test_pagination_boundaries_fetch_every_candle_once(count: int, lake: CandleLake, quarantine: Quarantine) -> None:
+def test_pagination_boundaries_fetch_every_candle_once(
+    in_flight: int, count: int, lake: CandleLake, quarantine: Quarantine
+) -> None:
     venue = ListVenue(candle_rows(T0, count), now_ms=T0 + count * HOUR_MS)
-    report = run(venue, lake, quarantine)
+    report = run(venue, lake, quarantine, pages_in_flight=in_flight)
     stored = lake.read(MARKET)
     assert report.added == count == len(stored)
     assert stored["ts"].tolist() == [T0 + i * HOUR_MS for i in range(count)]
@@ -93,15 +84,16 @@ def test_pagination_boundaries_fetch_every_candle_once(count: int, lake: CandleL
 
 def test_venue_capping_page_size_below_request_still_gets_everything(lake: CandleLake, quarantine: Quarantine) -> None:
     venue = ListVenue(candle_rows(T0, 230), now_ms=T0 + 230 * HOUR_MS, max_page=50)
-    assert run(venue, lake, quarantine).added == 230
+    assert run(venue, lake, quarantine, pages_in_flight=3).added == 230
+    assert sorted(lake.read(MARKET)["ts"]) == [T0 + i * HOUR_MS for i in range(230)]
 
 
 def test_a_gap_longer_than_a_page_is_crossed_and_reported(lake: CandleLake, quarantine: Quarantine) -> None:
-    rows = candle_rows(T0, 10) + candle_rows(T0 + 500 * HOUR_MS, 10)
+    rows = candle_rows(T0, 10) + candle_rows(T0 + 500 * HOUR_MS, 10) + candle_rows(T0 + 595 * HOUR_MS, 5)
     venue = ListVenue(rows, now_ms=T0 + 600 * HOUR_MS)
-    report = run(venue, lake, quarantine)
-    assert report.added == 20
-    assert report.gaps == [(T0 + 9 * HOUR_MS, 490)]
+    report = run(venue, lake, quarantine, pages_in_flight=4)
+    assert report.added == 25
+    assert report.gaps == [(T0 + 9 * HOUR_MS, 490), (T0 + 509 * HOUR_MS, 85)]
 
 
 def test_unclosed_candle_is_not_stored(lake: CandleLake, quarantine: Quarantine) -> None:

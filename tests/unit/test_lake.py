@@ -12,11 +12,6 @@ from tests.factories import real_candles
 MARKET = Market("binance", "BTC/USDT", "1h")
 
 
-@pytest.fixture
-def lake(tmp_path: Path) -> CandleLake:
-    return CandleLake(LocalStorage(tmp_path / "lake"))
-
-
 def test_upsert_partitions_by_month_and_reads_back_exactly(lake: CandleLake) -> None:
     candles = real_candles(rows=24 * 70)  # Jan to mid-March 2021
     result = lake.upsert(MARKET, candles)
