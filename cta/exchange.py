@@ -127,13 +127,24 @@ class ExchangeAdapter:
         """Replace ccxt's async throttler by a RequestSpacer on the same budget (ccxt's rateLimit and
         per-endpoint costs), which also counts requests and the time spent waiting for the budget."""
         spacer = RequestSpacer(ms_per_cost=float(self._ccxt.rateLimit))
+        waiting = 0
+        waiting_since = 0.0
 
         async def throttle(cost: Any = None) -> None:
+            nonlocal waiting, waiting_since
             self.requests += 1
             delay = spacer.reserve(1.0 if cost is None else float(cost))
-            if delay > 0:
-                self.throttle_wait_s += delay
+            if delay <= 0:
+                return
+            waiting += 1
+            if waiting == 1:
+                waiting_since = time.perf_counter()
+            try:
                 await asyncio.sleep(delay)
+            finally:
+                waiting -= 1
+                if waiting == 0:  # wall time during which at least one request was held back
+                    self.throttle_wait_s += time.perf_counter() - waiting_since
 
         self._ccxt.throttle = throttle
 

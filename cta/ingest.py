@@ -135,11 +135,11 @@ async def ingest_market(
             report.fetched += len(rows)
             if on_progress:
                 on_progress(market, report.fetched, plan.expected)
-            if len(buffer) >= write_every_rows:
-                writer.write(buffer)
+            if len(buffer) >= write_every_rows:  # validate and write in a thread; fetching goes on
+                await asyncio.to_thread(writer.write, buffer)
                 buffer = []
         if buffer:
-            writer.write(buffer)
+            await asyncio.to_thread(writer.write, buffer)
     finally:
         for task in in_flight:
             task.cancel()
