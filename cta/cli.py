@@ -334,6 +334,10 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BaseExceptionGroup as group:  # e.g. Ctrl-C inside Prefect's serve task group
+        if group.subgroup(KeyboardInterrupt) is None:
+            raise
+        sys.exit(130)
     except Exception as e:
         log.exception("unexpected failure")
         typer.echo(f"error: unexpected {type(e).__name__}: {e} (traceback in logs/)", err=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +26,14 @@ def prefect_healthy(api_url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it when the parent dies, so no server is ever orphaned."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def start_prefect_server(port: int, home: Path, wait_s: float = 120.0) -> tuple[subprocess.Popen[bytes], str]:
     """Run `prefect server start` on 127.0.0.1:port with its SQLite DB under `home`; wait for health."""
     api_url = f"http://127.0.0.1:{port}/api"
@@ -42,6 +51,7 @@ def start_prefect_server(port: int, home: Path, wait_s: float = 120.0) -> tuple[
         env=env,
         stdout=log_file,
         stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
     )
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

@@ -1,0 +1,92 @@
+"""`cta flows serve` for real: it starts a Prefect server, serves the scheduled deployments, and a
+run of a deployment ingests from the local exchange."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cta.exchange_server import LocalExchangeServer
+from cta.prefect_server import prefect_healthy
+from tests.conftest import CONFIG_DIR
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def wait_for_deployment_run(api_url: str, timeout_s: float) -> tuple[list[str], str]:
+    from prefect.client.orchestration import PrefectClient
+
+    deadline = time.monotonic() + timeout_s
+    while not prefect_healthy(api_url) and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+    async with PrefectClient(api_url) as client:
+        while True:
+            deployments = await client.read_deployments()
+            if deployments or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
+        names = sorted(d.name for d in deployments)
+        hourly = next(d for d in deployments if d.name == "ingest-1h")
+        run = await client.create_flow_run_from_deployment(hourly.id)
+        while time.monotonic() < deadline:
+            state = (await client.read_flow_run(run.id)).state
+            if state is not None and state.is_final():
+                return names, state.type.value
+            await asyncio.sleep(1)
+        return names, "TIMEOUT"
+
+
+def test_flows_serve_runs_scheduled_ingestion(tmp_path: Path, exchange_server: LocalExchangeServer) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CTA_", "PREFECT_"))}
+    env.update(
+        {
+            "CTA_CONFIG_DIR": str(CONFIG_DIR),
+            "CTA_PATHS__DATA_DIR": str(tmp_path / "data"),
+            "CTA_PATHS__LOGS_DIR": str(tmp_path / "logs"),
+            "CTA_LAKE__URI": str(tmp_path / "lake"),
+            "CTA_VALIDATION__QUARANTINE_URI": str(tmp_path / "quarantine"),
+            "CTA_VALIDATION__RESULTS_DIR": str(tmp_path / "validation"),
+            "CTA_EXCHANGE__API_URL": exchange_server.url,
+            "CTA_INGEST__START": "2022-05-30",
+            "CTA_MARKETS__TIMEFRAMES": '["1h", "4h"]',
+            "CTA_PREFECT__SERVER_PORT": str(port),
+        }
+    )
+    log_path = tmp_path / "serve.log"
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "cta.cli", "flows", "serve"],
+        env=env,
+        cwd=tmp_path,
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        names, final = asyncio.run(wait_for_deployment_run(f"http://127.0.0.1:{port}/api", timeout_s=240))
+    finally:
+        serve.send_signal(signal.SIGINT)
+        try:
+            serve.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+    output = log_path.read_text()
+    assert names == ["ingest-1h", "ingest-4h"], output[-3000:]
+    assert final == "COMPLETED", output[-3000:]
+    assert (tmp_path / "lake" / "candles" / "exchange=binance" / "symbol=BTC_USDT" / "timeframe=1h").exists()
+    assert not (tmp_path / "lake" / "candles" / "exchange=binance" / "symbol=BTC_USDT" / "timeframe=4h").exists()
+    assert serve.returncode in (0, 130), output[-3000:]
+    assert not prefect_healthy(f"http://127.0.0.1:{port}/api")  # the server went down with the command
