@@ -6,6 +6,7 @@ A candle frame is a pandas DataFrame with exactly CANDLE_COLUMNS, `ts` = UTC ope
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -51,8 +52,6 @@ def normalize_candles(frame: pd.DataFrame) -> pd.DataFrame:
 
 def content_hash(frame: pd.DataFrame) -> str:
     """sha256 of the candle values in canonical form: the same candles give the same hash anywhere."""
-    import hashlib
-
     canon = normalize_candles(frame)
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(canon["ts"].to_numpy(dtype="<i8")).tobytes())
@@ -64,7 +63,3 @@ def content_hash(frame: pd.DataFrame) -> str:
 def symbol_to_path(symbol: str) -> str:
     """'BTC/USDT' -> 'BTC_USDT' (a safe path segment)."""
     return symbol.replace("/", "_").replace(":", "-")
-
-
-def path_to_symbol(segment: str) -> str:
-    return segment.replace("_", "/").replace("-", ":")

@@ -28,7 +28,6 @@ from cta.candles import (
     content_hash,
     empty_candles,
     normalize_candles,
-    path_to_symbol,
     symbol_to_path,
 )
 from cta.storage import Storage
@@ -221,12 +220,6 @@ class CandleLake:
             name = key.rsplit("/", 1)[-1]
             if name.startswith("data-") and name != keep:
                 self.storage.delete(key)
-
-
-def market_from_key(key: str) -> Market:
-    """Inverse of Market.key for 'exchange=../symbol=../timeframe=..' strings."""
-    parts = dict(part.split("=", 1) for part in key.split("/") if "=" in part)
-    return Market(parts["exchange"], path_to_symbol(parts["symbol"]), parts["timeframe"])
 
 
 def summarize(manifests: Iterable[PartitionManifest]) -> pd.DataFrame:

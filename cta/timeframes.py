@@ -19,8 +19,6 @@ TIMEFRAME_MS: dict[str, int] = {
     "1d": 86_400_000,
 }
 
-MS_PER_YEAR = 365 * 86_400_000
-
 
 def timeframe_ms(timeframe: str) -> int:
     """Length of one candle of `timeframe` in milliseconds; ConfigError for an unknown timeframe."""
@@ -29,10 +27,6 @@ def timeframe_ms(timeframe: str) -> int:
     except KeyError:
         known = ", ".join(TIMEFRAME_MS)
         raise ConfigError("timeframe", timeframe, f"unsupported timeframe (known: {known})") from None
-
-
-def bars_per_year(timeframe: str) -> float:
-    return MS_PER_YEAR / timeframe_ms(timeframe)
 
 
 def floor_to_timeframe(ts_ms: int, timeframe: str) -> int:
