@@ -1,0 +1,145 @@
+"""Vectorized indicator building blocks (pure; numpy/pandas; no loop per row).
+
+Windows are counted in bars and look back only: the value at row t depends on rows <= t.
+Exponential averages use a FINITE window of 4 spans (normalized exponential weights), so a value
+never depends on history older than its window: features are then exactly reproducible from a
+bounded tail of candles (what the serving worker has), instead of drifting with the start of the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+_TINY = 1e-12
+
+
+@dataclass(frozen=True)
+class Bars:
+    """The columns features are computed from (float64 Series on a RangeIndex)."""
+
+    ts: pd.Series
+    open: pd.Series
+    high: pd.Series
+    low: pd.Series
+    close: pd.Series
+    volume: pd.Series
+
+    @classmethod
+    def from_candles(cls, candles: pd.DataFrame) -> Bars:
+        frame = candles.reset_index(drop=True)
+        return cls(*(frame[c] for c in ("ts", "open", "high", "low", "close", "volume")))
+
+    @property
+    def hour(self) -> pd.Series:
+        return (self.ts // HOUR_MS) % 24
+
+    @property
+    def day_of_week(self) -> pd.Series:
+        return (self.ts // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+
+
+def log_return(close: pd.Series, bars: int) -> pd.Series:
+    return np.log(close / close.shift(bars))
+
+
+def realised_vol(close: pd.Series, bars: int) -> pd.Series:
+    return log_return(close, 1).rolling(bars).std()
+
+
+def ema_window(span: int) -> int:
+    return 4 * span
+
+
+def ema_warmup(span: int) -> int:
+    return ema_window(span) - 1
+
+
+def ewma(values: pd.Series, span: int) -> pd.Series:
+    """Exponentially weighted mean (alpha = 2 / (span + 1)) over the last 4 * span bars only."""
+    window = ema_window(span)
+    alpha = 2.0 / (span + 1)
+    weights = (1 - alpha) ** np.arange(window)
+    weights /= weights.sum()
+    data = values.to_numpy(dtype="float64")
+    out = np.full(len(data), np.nan)
+    if len(data) >= window:
+        out[window - 1 :] = np.convolve(data, weights, mode="valid")
+    return pd.Series(out, index=values.index)
+
+
+def macd(close: pd.Series, fast: int, slow: int) -> pd.Series:
+    """MACD line relative to close (scale-free)."""
+    return (ewma(close, fast) - ewma(close, slow)) / close
+
+
+def macd_signal(close: pd.Series, fast: int, slow: int, signal: int) -> pd.Series:
+    return ewma(macd(close, fast, slow), signal)
+
+
+def rsi(close: pd.Series, bars: int) -> pd.Series:
+    """RSI with simple averages of gains and losses (Cutler); 50 when the window has no movement."""
+    change = close.diff()
+    gain = change.clip(lower=0).rolling(bars).mean()
+    loss = (-change).clip(lower=0).rolling(bars).mean()
+    total = gain + loss
+    value = 100 * gain / total.where(total > _TINY)
+    return value.where(total > _TINY, 50.0).where(total.notna())
+
+
+def window_mean_std(values: pd.Series, bars: int, ddof: int = 0) -> tuple[pd.Series, pd.Series]:
+    """Rolling mean and std, each window computed from its own values (two-pass, in chunks).
+
+    pandas' online rolling variance carries rounding from older rows: on prices (large mean, small
+    spread) a value then depends on where the series started, at ~1e-8 relative. Here a window's
+    result depends on that window only, bit for bit.
+    """
+    data = values.to_numpy(dtype="float64")
+    mean = np.full(len(data), np.nan)
+    std = np.full(len(data), np.nan)
+    chunk = 65_536
+    for start in range(bars - 1, len(data), chunk):
+        stop = min(start + chunk, len(data))
+        windows = np.lib.stride_tricks.sliding_window_view(data[start + 1 - bars : stop], bars)
+        window_mean = windows.mean(axis=1)
+        mean[start:stop] = window_mean
+        std[start:stop] = np.sqrt(((windows - window_mean[:, None]) ** 2).sum(axis=1) / (bars - ddof))
+    return pd.Series(mean, index=values.index), pd.Series(std, index=values.index)
+
+
+def bollinger_pctb(close: pd.Series, bars: int, width: float) -> pd.Series:
+    mean, std = window_mean_std(close, bars)
+    band = 2 * width * std
+    return ((close - (mean - width * std)) / band.where(band > 0)).where(band > 0, 0.5).where(mean.notna())
+
+
+def bollinger_width(close: pd.Series, bars: int, width: float) -> pd.Series:
+    mean, std = window_mean_std(close, bars)
+    return 2 * width * std / mean
+
+
+def atr(high: pd.Series, low: pd.Series, close: pd.Series, bars: int) -> pd.Series:
+    previous = close.shift(1)
+    true_range = pd.concat([high - low, (high - previous).abs(), (low - previous).abs()], axis=1).max(
+        axis=1, skipna=False
+    )
+    return true_range.rolling(bars).mean()
+
+
+def zscore(values: pd.Series, bars: int) -> pd.Series:
+    mean, std = window_mean_std(values, bars, ddof=1)
+    return ((values - mean) / std.where(std > 0)).where(std > 0, 0.0).where(mean.notna())
+
+
+def ratio_to_mean(values: pd.Series, bars: int) -> pd.Series:
+    mean = values.rolling(bars).mean()
+    return (values / mean.where(mean > _TINY)).where(mean > _TINY, 1.0).where(mean.notna())
+
+
+def cyclical(values: pd.Series, period: int, fn: Callable[[np.ndarray], np.ndarray]) -> pd.Series:
+    return pd.Series(fn(2 * np.pi * values.to_numpy(dtype="float64") / period), index=values.index)
