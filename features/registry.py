@@ -39,6 +39,7 @@ def _spec(
     warmup: int,
     description: str,
     fn: FeatureFn,
+    *,
     lower: float | None = None,
     upper: float | None = None,
     version: int = 1,

@@ -30,7 +30,7 @@ def test_registry_version_changes_with_the_feature_set() -> None:
 
 
 def test_unknown_feature_names_list_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="unknown feature.*'nope'.*valid names: ret_1, ret_4"):
+    with pytest.raises(ValueError, match=r"unknown feature.*'nope'.*valid names: ret_1, ret_4"):
         compute_features(real_candles(rows=300), names=["ret_1", "nope"])
 
 
