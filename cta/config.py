@@ -148,6 +148,19 @@ class ValidationSettings(_Strict):
     results_dir: Path = Path("data/validation")
 
 
+class FeatureSettings(_Strict):
+    """The feature stage. Names are checked against the feature registry when the stage starts."""
+
+    names: tuple[str, ...] | None = None  # None = every registered feature
+    table_dir: Path = Path("data/features")  # Parquet feature tables (Feast's offline source)
+    feast_dir: Path = Path("data/feast")  # Feast registry and SQLite online store
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "127.0.0.1:6379"  # Feast's Redis connection string (production)
+    ttl_days: Annotated[int, Field(gt=0)] = 7
+    label_horizon: Annotated[int, Field(ge=1)] = 4  # bars ahead for the forward-return label
+    dead_zone_bps: Annotated[float, Field(ge=0)] = 10.0  # |forward return| below this is class 0
+
+
 class PrefectSettings(_Strict):
     api_url: str | None = None  # None: `cta flows serve` starts a local Prefect server
     server_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
@@ -189,6 +202,7 @@ class Settings(_Strict):
     ingest: IngestSettings = IngestSettings()
     lake: LakeSettings = LakeSettings()
     validation: ValidationSettings = ValidationSettings()
+    features: FeatureSettings = FeatureSettings()
     prefect: PrefectSettings = PrefectSettings()
     local_exchange: LocalExchangeSettings = LocalExchangeSettings()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True, repr=False)

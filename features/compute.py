@@ -13,10 +13,12 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from cta.candles import normalize_candles
+from cta.candles import CANDLE_COLUMNS, CANDLE_DTYPES, normalize_candles
 from cta.errors import DataValidationError
 from features.indicators import Bars
 from features.registry import select, warmup_bars
+
+_CANDLE_DTYPES = [CANDLE_DTYPES[c] for c in CANDLE_COLUMNS]
 
 
 class InsufficientHistory(DataValidationError):
@@ -32,9 +34,13 @@ def compute_features(candles: pd.DataFrame, names: Sequence[str] | None = None) 
     warmup = warmup_bars(specs)
     if len(candles) <= warmup:
         raise InsufficientHistory(needed=warmup + 1, got=len(candles))
-    bars = Bars.from_candles(normalize_candles(candles))
-    columns = {"ts": bars.ts} | {spec.name: spec.fn(bars).astype("float64") for spec in specs}
-    return pd.DataFrame(columns).iloc[warmup:].reset_index(drop=True)
+    if not candles["ts"].is_monotonic_increasing or list(candles.dtypes.astype(str)) != _CANDLE_DTYPES:
+        candles = normalize_candles(candles)
+    bars = Bars.from_candles(candles)
+    columns = {"ts": bars.ts.to_numpy()[warmup:]}
+    for spec in specs:
+        columns[spec.name] = spec.fn(bars).to_numpy(dtype="float64")[warmup:]
+    return pd.DataFrame(columns)
 
 
 def history_needed(names: Sequence[str] | None = None) -> int:

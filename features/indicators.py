@@ -9,7 +9,8 @@ bounded tail of candles (what the serving worker has), instead of drifting with 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,13 @@ class Bars:
     low: pd.Series
     close: pd.Series
     volume: pd.Series
+    _memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """Intermediate results shared by several features (e.g. the MACD line), computed once."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     @classmethod
     def from_candles(cls, candles: pd.DataFrame) -> Bars:
@@ -78,10 +86,6 @@ def macd(close: pd.Series, fast: int, slow: int) -> pd.Series:
     return (ewma(close, fast) - ewma(close, slow)) / close
 
 
-def macd_signal(close: pd.Series, fast: int, slow: int, signal: int) -> pd.Series:
-    return ewma(macd(close, fast, slow), signal)
-
-
 def rsi(close: pd.Series, bars: int) -> pd.Series:
     """RSI with simple averages of gains and losses (Cutler); 50 when the window has no movement."""
     change = close.diff()
@@ -112,23 +116,21 @@ def window_mean_std(values: pd.Series, bars: int, ddof: int = 0) -> tuple[pd.Ser
     return pd.Series(mean, index=values.index), pd.Series(std, index=values.index)
 
 
-def bollinger_pctb(close: pd.Series, bars: int, width: float) -> pd.Series:
-    mean, std = window_mean_std(close, bars)
+def bollinger_pctb(close: pd.Series, mean: pd.Series, std: pd.Series, width: float) -> pd.Series:
+    """%b from a rolling mean and std: 0 at the lower band, 1 at the upper, 0.5 on a flat window."""
     band = 2 * width * std
     return ((close - (mean - width * std)) / band.where(band > 0)).where(band > 0, 0.5).where(mean.notna())
 
 
-def bollinger_width(close: pd.Series, bars: int, width: float) -> pd.Series:
-    mean, std = window_mean_std(close, bars)
+def bollinger_width(mean: pd.Series, std: pd.Series, width: float) -> pd.Series:
     return 2 * width * std / mean
 
 
 def atr(high: pd.Series, low: pd.Series, close: pd.Series, bars: int) -> pd.Series:
-    previous = close.shift(1)
-    true_range = pd.concat([high - low, (high - previous).abs(), (low - previous).abs()], axis=1).max(
-        axis=1, skipna=False
-    )
-    return true_range.rolling(bars).mean()
+    h, lo, c = (s.to_numpy(dtype="float64") for s in (high, low, close))
+    previous = np.concatenate([[np.nan], c[:-1]])
+    true_range = np.maximum(h - lo, np.maximum(np.abs(h - previous), np.abs(lo - previous)))
+    return pd.Series(true_range, index=close.index).rolling(bars).mean()
 
 
 def zscore(values: pd.Series, bars: int) -> pd.Series:

@@ -49,6 +49,22 @@ def _spec(
 
 MACD_FAST, MACD_SLOW, MACD_SIGNAL = 12, 26, 9
 
+
+def _macd_line(b: ind.Bars) -> pd.Series:
+    line: pd.Series = b.memo("macd", lambda: ind.macd(b.close, MACD_FAST, MACD_SLOW))
+    return line
+
+
+def _macd_signal(b: ind.Bars) -> pd.Series:
+    signal: pd.Series = b.memo("macd_signal", lambda: ind.ewma(_macd_line(b), MACD_SIGNAL))
+    return signal
+
+
+def _bollinger_20(b: ind.Bars) -> tuple[pd.Series, pd.Series]:
+    mean_std: tuple[pd.Series, pd.Series] = b.memo("bollinger_20", lambda: ind.window_mean_std(b.close, 20))
+    return mean_std
+
+
 FEATURES: tuple[FeatureSpec, ...] = (
     _spec("ret_1", 1, "log return over 1 bar", lambda b: ind.log_return(b.close, 1)),
     _spec("ret_4", 4, "log return over 4 bars", lambda b: ind.log_return(b.close, 4)),
@@ -80,31 +96,31 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "macd",
         ind.ema_warmup(MACD_SLOW),
         "MACD line (EMA12 - EMA26) relative to close",
-        lambda b: ind.macd(b.close, MACD_FAST, MACD_SLOW),
+        _macd_line,
     ),
     _spec(
         "macd_signal",
         ind.ema_warmup(MACD_SLOW) + ind.ema_warmup(MACD_SIGNAL),
         "EMA9 of the relative MACD line",
-        lambda b: ind.macd_signal(b.close, MACD_FAST, MACD_SLOW, MACD_SIGNAL),
+        _macd_signal,
     ),
     _spec(
         "macd_hist",
         ind.ema_warmup(MACD_SLOW) + ind.ema_warmup(MACD_SIGNAL),
         "relative MACD line minus its signal",
-        lambda b: ind.macd(b.close, MACD_FAST, MACD_SLOW) - ind.macd_signal(b.close, MACD_FAST, MACD_SLOW, MACD_SIGNAL),
+        lambda b: _macd_line(b) - _macd_signal(b),
     ),
     _spec(
         "bb_pctb_20",
         19,
         "Bollinger %b (20 bars, 2 std): 0 at the lower band, 1 at the upper",
-        lambda b: ind.bollinger_pctb(b.close, 20, 2.0),
+        lambda b: ind.bollinger_pctb(b.close, *_bollinger_20(b), 2.0),
     ),
     _spec(
         "bb_width_20",
         19,
         "Bollinger band width (20 bars, 2 std) relative to the mean",
-        lambda b: ind.bollinger_width(b.close, 20, 2.0),
+        lambda b: ind.bollinger_width(*_bollinger_20(b), 2.0),
         lower=0,
     ),
     _spec(
