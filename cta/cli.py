@@ -36,10 +36,12 @@ app = typer.Typer(
 exchange_app = typer.Typer(no_args_is_help=True, help="The local Binance-compatible exchange server.")
 lake_app = typer.Typer(no_args_is_help=True, help="The candle lake.")
 flows_app = typer.Typer(no_args_is_help=True, help="Prefect flows and scheduled deployments.")
+features_app = typer.Typer(no_args_is_help=True, help="Features: the registry, the feature tables, Feast.")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
 app.add_typer(exchange_app, name="exchange")
 app.add_typer(lake_app, name="lake")
 app.add_typer(flows_app, name="flows")
+app.add_typer(features_app, name="features")
 app.add_typer(config_app, name="config")
 
 SymbolOpt = Annotated[list[str] | None, typer.Option("--symbol", "-s", help="Symbol, e.g. BTC/USDT (repeatable).")]
@@ -226,6 +228,38 @@ def print_lake_summary(settings: Settings) -> None:
     console.print(table if len(summary) else f"candle lake {lake.uri} is empty")
 
 
+# --- features ------------------------------------------------------------------------------------
+@features_app.command("list")
+def features_list() -> None:
+    """The feature registry: name, warm-up bars, bounds, description."""
+    from features.registry import FEATURES, registry_version
+
+    table = Table(title=f"feature registry (version {registry_version()})")
+    for column in ("name", "warm-up", "bounds", "description"):
+        table.add_column(column)
+    for spec in FEATURES:
+        bounds = "" if spec.lower is None and spec.upper is None else f"[{spec.lower}, {spec.upper}]"
+        table.add_row(spec.name, str(spec.warmup), bounds, spec.description)
+    console.print(table)
+
+
+@features_app.command("build")
+def features_build(symbol: SymbolOpt = None, timeframe: TimeframeOpt = None) -> None:
+    """Compute, gate and write the feature tables, then materialise Feast's online store (a flow run)."""
+    from flows.features import features_flow
+
+    _print_features(features_flow(symbols=symbol, timeframes=timeframe))
+
+
+def _print_features(result: dict[str, Any]) -> None:
+    table = Table(title=f"features (registry {result['registry_version']}, online store {result['online_store']})")
+    for column in ("market", "status", "rows"):
+        table.add_column(column)
+    for item in result["markets"]:
+        table.add_row(item["market"], item["status"], str(item["rows"]))
+    console.print(table)
+
+
 # --- flows ---------------------------------------------------------------------------------------
 @flows_app.command("serve")
 def flows_serve(ctx: typer.Context) -> None:
@@ -270,7 +304,7 @@ def config_show(ctx: typer.Context) -> None:
 # --- demo ----------------------------------------------------------------------------------------
 @app.command()
 def demo(ctx: typer.Context) -> None:
-    """The main job on embedded defaults: local exchange → ingest → validate → lake summary."""
+    """The main job on embedded defaults: local exchange → ingest → validate → features → Feast."""
     settings = _settings(ctx)
     with local_exchange_for(settings):
         from flows.ingest import ingest_flow
@@ -279,6 +313,9 @@ def demo(ctx: typer.Context) -> None:
         _print_ingest(reports)
     validate_lake(settings)
     print_lake_summary(settings)
+    from flows.features import features_flow
+
+    _print_features(features_flow())
     console.print(
         f"Runs: `cta flows serve` starts the Prefect server; UI at http://127.0.0.1:{settings.prefect.server_port}"
     )
