@@ -67,6 +67,7 @@ def configure_logging(settings: LoggingSettings, logs_dir: Path, secrets: Iterab
         "great_expectations",
         "httpx",
         "httpcore",
+        "feast",
     ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     return log_file

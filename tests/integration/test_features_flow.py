@@ -53,7 +53,7 @@ def test_features_flow_builds_gates_and_materialises(ingested: Any) -> None:
 
 def test_unknown_feature_name_lists_the_valid_ones(ingested: Any, cta_env: Any) -> None:
     cta_env(features={"names": ["ret_1", "moon_phase"]})
-    with pytest.raises(ConfigError, match="features.names.*moon_phase.*valid names: ret_1"):
+    with pytest.raises(ConfigError, match=r"features.names.*moon_phase.*valid names: ret_1"):
         features_flow()
 
 
