@@ -148,8 +148,7 @@ def feature_view(
     entity: Entity, source: PushSource, ttl: timedelta = DEFAULT_TTL, specs: tuple[FeatureSpec, ...] = FEATURES
 ) -> FeatureView:
     schema = [Field(name=JOIN_KEY, dtype=String)] + [
-        Field(name=s.name, dtype=Float64, description=s.description, tags={"version": str(s.version)})
-        for s in specs
+        Field(name=s.name, dtype=Float64, description=s.description, tags={"version": str(s.version)}) for s in specs
     ]
     return FeatureView(
         name=VIEW_NAME,
@@ -335,8 +334,14 @@ class FeatureStoreAdapter:
                 joined = self.store.get_historical_features(entity_df=part, features=service).to_df()
             joined[TIMESTAMP_FIELD] = pd.to_datetime(joined[TIMESTAMP_FIELD], utc=True)
             # rows with no table row in [T - ttl, T] are dropped by Feast's dask join: they come back as NaN
-            parts.append(part.merge(joined[[JOIN_KEY, TIMESTAMP_FIELD, *names]], on=[JOIN_KEY, TIMESTAMP_FIELD],
-                                    how="left", validate="one_to_one"))
+            parts.append(
+                part.merge(
+                    joined[[JOIN_KEY, TIMESTAMP_FIELD, *names]],
+                    on=[JOIN_KEY, TIMESTAMP_FIELD],
+                    how="left",
+                    validate="one_to_one",
+                )
+            )
         return pd.concat(parts, ignore_index=True)
 
     def _historical_asof(self, unique: pd.DataFrame) -> pd.DataFrame:
@@ -348,7 +353,12 @@ class FeatureStoreAdapter:
         left[TIMESTAMP_FIELD] = left[TIMESTAMP_FIELD].astype("datetime64[ns, UTC]")
         ttl = self.objects.feature_view.ttl
         return pd.merge_asof(
-            left, table, on=TIMESTAMP_FIELD, by=JOIN_KEY, direction="backward", allow_exact_matches=True,
+            left,
+            table,
+            on=TIMESTAMP_FIELD,
+            by=JOIN_KEY,
+            direction="backward",
+            allow_exact_matches=True,
             tolerance=pd.Timedelta(ttl) if ttl else None,
         )
 

@@ -126,6 +126,26 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
 
 
+def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `cta` subprocess whose every file goes under `tmp_path`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CTA_", "PREFECT_API_URL"))}
+    env.update(
+        {
+            "CTA_CONFIG_DIR": str(CONFIG_DIR),
+            "CTA_PATHS__DATA_DIR": str(tmp_path / "data"),
+            "CTA_PATHS__LOGS_DIR": str(tmp_path / "logs"),
+            "CTA_LAKE__URI": str(tmp_path / "lake"),
+            "CTA_VALIDATION__QUARANTINE_URI": str(tmp_path / "quarantine"),
+            "CTA_VALIDATION__RESULTS_DIR": str(tmp_path / "validation"),
+            "CTA_FEATURES__TABLE_DIR": str(tmp_path / "features"),
+            "CTA_FEATURES__FEAST_DIR": str(tmp_path / "feast"),
+            "COLUMNS": "200",
+            **extra,
+        }
+    )
+    return env
+
+
 def load_test_settings(**overrides: Any) -> Settings:
     """Settings from the repo's config files with no environment influence."""
     return load_settings(env={}, config_dir=CONFIG_DIR, overrides=overrides or None)

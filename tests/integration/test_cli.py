@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cta.exchange_server import LocalExchangeServer
-from tests.conftest import CONFIG_DIR
+from tests.conftest import subprocess_env
 
 pytestmark = pytest.mark.integration
 CTA = [sys.executable, "-m", "cta.cli"]
@@ -24,19 +23,7 @@ def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 def run_cta(
     *args: str, tmp_path: Path, extra_env: dict[str, str] | None = None, timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CTA_")}
-    env.update(
-        {
-            "CTA_CONFIG_DIR": str(CONFIG_DIR),
-            "CTA_PATHS__DATA_DIR": str(tmp_path / "data"),
-            "CTA_PATHS__LOGS_DIR": str(tmp_path / "logs"),
-            "CTA_LAKE__URI": str(tmp_path / "lake"),
-            "CTA_VALIDATION__QUARANTINE_URI": str(tmp_path / "quarantine"),
-            "CTA_VALIDATION__RESULTS_DIR": str(tmp_path / "validation"),
-            "COLUMNS": "200",
-            **(extra_env or {}),
-        }
-    )
+    env = subprocess_env(tmp_path, **(extra_env or {}))
     return subprocess.run(
         [*CTA, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp_path, check=False
     )

@@ -4,7 +4,6 @@ run of a deployment ingests from the local exchange."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 
 from cta.exchange_server import LocalExchangeServer
 from cta.prefect_server import prefect_healthy
-from tests.conftest import CONFIG_DIR
+from tests.conftest import subprocess_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,20 +51,12 @@ async def wait_for_deployment_run(api_url: str, timeout_s: float) -> tuple[list[
 
 def test_flows_serve_runs_scheduled_ingestion(tmp_path: Path, exchange_server: LocalExchangeServer) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CTA_", "PREFECT_"))}
-    env.update(
-        {
-            "CTA_CONFIG_DIR": str(CONFIG_DIR),
-            "CTA_PATHS__DATA_DIR": str(tmp_path / "data"),
-            "CTA_PATHS__LOGS_DIR": str(tmp_path / "logs"),
-            "CTA_LAKE__URI": str(tmp_path / "lake"),
-            "CTA_VALIDATION__QUARANTINE_URI": str(tmp_path / "quarantine"),
-            "CTA_VALIDATION__RESULTS_DIR": str(tmp_path / "validation"),
-            "CTA_EXCHANGE__API_URL": exchange_server.url,
-            "CTA_INGEST__START": "2022-05-30",
-            "CTA_MARKETS__TIMEFRAMES": '["1h", "4h"]',
-            "CTA_PREFECT__SERVER_PORT": str(port),
-        }
+    env = subprocess_env(
+        tmp_path,
+        CTA_EXCHANGE__API_URL=exchange_server.url,
+        CTA_INGEST__START="2022-05-30",
+        CTA_MARKETS__TIMEFRAMES='["1h", "4h"]',
+        CTA_PREFECT__SERVER_PORT=str(port),
     )
     log_path = tmp_path / "serve.log"
     serve = subprocess.Popen(
