@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from cta.costs import CostModel
 from cta.errors import ConfigError
 from cta.exchange_server.settings import LocalExchangeSettings
 from cta.timeframes import TIMEFRAME_MS
@@ -161,6 +162,23 @@ class FeatureSettings(_Strict):
     dead_zone_bps: Annotated[float, Field(ge=0)] = 10.0  # |forward return| below this is class 0
 
 
+class TrainingSettings(_Strict):
+    """Training: splits, walk-forward folds, candidates and budgets (small by default)."""
+
+    candidates: tuple[Literal["logistic", "gbm", "keras", "ppo"], ...] = ("logistic", "gbm", "keras", "ppo")
+    validation_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.15
+    out_of_sample_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.2  # reserved for the backtest gate
+    folds: Annotated[int, Field(ge=2, le=20)] = 4
+    min_train_rows: Annotated[int, Field(ge=50)] = 500
+    seed: int = 7
+    tracking_uri: str = "sqlite:///data/mlflow/mlflow.db"
+    artifact_root: str = "data/mlflow/artifacts"
+    keras_window: Annotated[int, Field(ge=2, le=256)] = 16
+    keras_epochs: Annotated[int, Field(ge=1)] = 5
+    ppo_iterations: Annotated[int, Field(ge=1)] = 2
+    ppo_window: Annotated[int, Field(ge=1, le=256)] = 8
+
+
 class PrefectSettings(_Strict):
     api_url: str | None = None  # None: `cta flows serve` starts a local Prefect server
     server_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
@@ -203,6 +221,8 @@ class Settings(_Strict):
     lake: LakeSettings = LakeSettings()
     validation: ValidationSettings = ValidationSettings()
     features: FeatureSettings = FeatureSettings()
+    costs: CostModel = CostModel()
+    training: TrainingSettings = TrainingSettings()
     prefect: PrefectSettings = PrefectSettings()
     local_exchange: LocalExchangeSettings = LocalExchangeSettings()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True, repr=False)

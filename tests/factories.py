@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cta.candles import normalize_candles
@@ -21,3 +23,33 @@ def real_candles(symbol: str = "BTCUSDT", timeframe: str = "1h", rows: int | Non
 def candle_rows(start_ms: int, count: int, step_ms: int = HOUR_MS, price: float = 100.0) -> list[list[float]]:
     """Clean synthetic [ts, o, h, l, c, v] rows on the grid."""
     return [[start_ms + i * step_ms, price, price + 1, price - 1, price + 0.5, 10.0] for i in range(count)]
+
+
+def training_data(symbol: str = "BTCUSDT", rows: int = 3000, horizon: int = 4, folds: int = 3) -> Any:
+    """A TrainingData on real candles (features from compute_features, labels, purged splits)."""
+    from cta.config import TrainingSettings
+    from cta.lake import Market
+    from features.compute import compute_features
+    from training.candidate import TrainingData
+    from training.dataset import assemble
+    from training.splits import train_validation_oos, walk_forward_folds
+
+    settings = TrainingSettings()
+    candles = real_candles(symbol, "1h", rows=rows)
+    market = Market("binance", f"{symbol[:-4]}/{symbol[-4:]}", "1h")
+    dataset = assemble(
+        market,
+        candles,
+        compute_features(candles),
+        horizon=horizon,
+        dead_zone_bps=10.0,
+        lineage={"test": "real-candles"},
+    )
+    split = train_validation_oos(len(dataset), settings.validation_fraction, settings.out_of_sample_fraction, horizon)
+    development = dataset.take(np.arange(split.validation[-1] + 1))
+    return TrainingData(
+        development=development,
+        folds=walk_forward_folds(len(development), folds, min_train=len(development) // 3, horizon=horizon),
+        train=dataset.take(split.train),
+        validation=dataset.take(split.validation),
+    )

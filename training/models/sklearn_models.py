@@ -1,0 +1,137 @@
+"""scikit-learn candidates: a regularised multinomial logistic regression and a gradient-boosted
+classifier, each a Pipeline (preprocessing inside), predicting the direction class; the score
+P(up) - P(down) becomes a position through a threshold policy fitted on the validation block."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from cta.config import TrainingSettings
+from cta.costs import CostModel
+from training.candidate import Candidate, TrainingData
+from training.contract import fit_threshold_policy
+from training.dataset import Dataset
+from training.metrics import classification_metrics, position_metrics
+
+
+class SklearnPositionModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """pyfunc: features -> positions. Needs only numpy, pandas and scikit-learn to load."""
+
+    def __init__(self, pipeline: Pipeline, feature_names: list[str], long_above: float, short_below: float) -> None:
+        self.pipeline = pipeline
+        self.feature_names = feature_names
+        self.long_above = long_above
+        self.short_below = short_below
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        proba = full_proba(self.pipeline, frame[self.feature_names])
+        return np.asarray(proba[:, 2] - proba[:, 0], dtype="float64")
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
+        score = self.score(model_input)
+        positions = np.zeros(len(score), dtype="float64")
+        positions[score > self.long_above] = 1.0
+        positions[score < self.short_below] = -1.0
+        if "vol_24" in model_input:  # a market that has not moved for a day pays costs for no edge: stay flat
+            positions[model_input["vol_24"].to_numpy() == 0] = 0.0
+        return positions
+
+
+def full_proba(pipeline: Pipeline, features: pd.DataFrame) -> np.ndarray:
+    """Class probabilities in CLASSES order (-1, 0, +1), with zeros for a class the fit never saw."""
+    proba = pipeline.predict_proba(features)
+    out = np.zeros((len(features), 3))
+    for column, klass in enumerate(pipeline.classes_):
+        out[:, int(klass) + 1] = proba[:, column]
+    return out
+
+
+def logistic_pipeline(seed: int) -> Pipeline:
+    return Pipeline(
+        [("scale", StandardScaler()), ("model", LogisticRegression(C=0.05, max_iter=1000, random_state=seed))]
+    )
+
+
+def gbm_pipeline(seed: int) -> Pipeline:
+    model = HistGradientBoostingClassifier(
+        max_iter=150, learning_rate=0.05, max_leaf_nodes=15, l2_regularization=1.0, random_state=seed
+    )
+    return Pipeline([("scale", StandardScaler()), ("model", model)])
+
+
+def _fold_metrics(make: Any, data: TrainingData, costs: CostModel) -> list[dict[str, float]]:
+    out = []
+    for train_rows, test_rows in data.folds:
+        train, test = data.development.take(train_rows), data.development.take(test_rows)
+        pipeline = make().fit(train.X, train.direction)
+        proba = full_proba(pipeline, test.X)
+        score = proba[:, 2] - proba[:, 0]
+        metrics = classification_metrics(test.direction, proba, test.forward_return)
+        metrics |= position_metrics(np.sign(score), test.next_return, costs)
+        out.append(metrics)
+    return out
+
+
+def _fit(family: str, make: Any, params: dict[str, Any], data: TrainingData, costs: CostModel) -> Candidate:
+    folds = _fold_metrics(make, data, costs)
+    pipeline = make().fit(data.train.X, data.train.direction)
+    validation: Dataset = data.validation
+    proba = full_proba(pipeline, validation.X)
+    score = proba[:, 2] - proba[:, 0]
+    policy = fit_threshold_policy(score, validation.next_return, costs)
+    model = SklearnPositionModel(pipeline, list(data.train.X.columns), policy.long_above, policy.short_below)
+    validation_metrics = classification_metrics(validation.direction, proba, validation.forward_return)
+    validation_metrics |= position_metrics(model.predict(None, validation.X), validation.next_return, costs)
+    return Candidate(
+        family=family,
+        python_model=model,
+        params={**params, "long_above": policy.long_above, "short_below": policy.short_below},
+        fold_metrics=folds,
+        pip_requirements=["scikit-learn==1.9.1"],
+        validation_metrics=validation_metrics,
+        log_extras=lambda: _log_importance(pipeline, list(data.train.X.columns), validation),
+    )
+
+
+def _log_importance(pipeline: Pipeline, names: list[str], validation: Dataset) -> None:
+    """Permutation importance on the validation block (balanced accuracy), as a bar chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.inspection import permutation_importance
+
+    result = permutation_importance(
+        pipeline, validation.X, validation.direction, n_repeats=3, random_state=0, scoring="balanced_accuracy"
+    )
+    order = np.argsort(result.importances_mean)
+    figure, axis = plt.subplots(figsize=(6, 7))
+    axis.barh(np.array(names)[order], result.importances_mean[order])
+    axis.set_title("permutation importance (validation, balanced accuracy)")
+    figure.tight_layout()
+    mlflow.log_figure(figure, "feature_importance.png")
+    plt.close(figure)
+
+
+def fit_logistic(data: TrainingData, settings: TrainingSettings, costs: CostModel) -> Candidate:
+    return _fit(
+        "logistic", lambda: logistic_pipeline(settings.seed), {"model": "LogisticRegression", "C": 0.05}, data, costs
+    )
+
+
+def fit_gbm(data: TrainingData, settings: TrainingSettings, costs: CostModel) -> Candidate:
+    return _fit(
+        "gbm",
+        lambda: gbm_pipeline(settings.seed),
+        {"model": "HistGradientBoostingClassifier", "max_iter": 150, "learning_rate": 0.05, "max_leaf_nodes": 15},
+        data,
+        costs,
+    )

@@ -1,0 +1,118 @@
+"""Training one market: split, walk-forward folds, fit each candidate family, log to MLflow with
+lineage, register the model. Families are looked up by name (heavy libraries load only when used)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+import mlflow
+import numpy as np
+
+from cta.config import Settings
+from cta.errors import ConfigError
+from training.candidate import Candidate, Family, TrainingData
+from training.dataset import Dataset
+from training.metrics import summarize_folds
+from training.splits import train_validation_oos, walk_forward_folds
+from training.tracking import log_position_model, training_run
+
+log = logging.getLogger(__name__)
+
+FAMILIES: dict[str, str] = {
+    "logistic": "training.models.sklearn_models:fit_logistic",
+    "gbm": "training.models.sklearn_models:fit_gbm",
+    "keras": "training.models.keras_seq:fit_keras",
+    "ppo": "training.models.ppo:fit_ppo",
+}
+
+
+def family(name: str) -> Family:
+    try:
+        module, function = FAMILIES[name].split(":")
+    except KeyError:
+        raise ConfigError("training.candidates", name, f"unknown family; known: {', '.join(FAMILIES)}") from None
+    fit: Family = getattr(importlib.import_module(module), function)
+    return fit
+
+
+def prepare(dataset: Dataset, settings: Settings) -> tuple[TrainingData, np.ndarray]:
+    """Purged train / validation / out-of-sample blocks and walk-forward folds over the development
+    part. Returns the training data and the out-of-sample rows (reserved for the backtest gate)."""
+    training = settings.training
+    split = train_validation_oos(
+        len(dataset), training.validation_fraction, training.out_of_sample_fraction, dataset.horizon
+    )
+    development = dataset.take(np.arange(split.validation[-1] + 1))
+    folds = walk_forward_folds(len(development), training.folds, training.min_train_rows, dataset.horizon)
+    data = TrainingData(
+        development=development, folds=folds, train=dataset.take(split.train), validation=dataset.take(split.validation)
+    )
+    return data, split.out_of_sample
+
+
+@dataclass
+class TrainingOutcome:
+    family: str
+    model_name: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+
+
+def train_candidate(name: str, data: TrainingData, settings: Settings, registry_version: str) -> TrainingOutcome:
+    """Fit one family and log it (params, fold metrics and their mean/std, validation metrics, plots,
+    the pyfunc) in its own MLflow run; the run ends FAILED if anything raises."""
+    fit = family(name)
+    with training_run(settings, data.development, name, registry_version, params={"family": name}) as run:
+        candidate: Candidate = fit(data, settings.training, settings.costs)
+        mlflow.log_params({k: v for k, v in candidate.params.items() if k != "family"})
+        for step, metrics in enumerate(candidate.fold_metrics):
+            mlflow.log_metrics({f"fold_{k}": v for k, v in metrics.items()}, step=step)
+        summary = summarize_folds(candidate.fold_metrics)
+        mlflow.log_metrics(summary)
+        mlflow.log_metrics({f"validation_{k}": v for k, v in candidate.validation_metrics.items()})
+        if candidate.log_extras is not None:
+            candidate.log_extras()
+        module = sys.modules[type(candidate.python_model).__module__]
+        cloudpickle.register_pickle_by_value(module)  # the serving process must not need `training`
+        try:
+            version = log_position_model(
+                candidate.python_model,
+                data.development,
+                family=name,
+                pip_requirements=candidate.pip_requirements,
+                history_rows=candidate.history_rows,
+                artifacts=candidate.artifacts,
+            )
+        finally:
+            cloudpickle.unregister_pickle_by_value(module)
+        return TrainingOutcome(
+            name,
+            version.name,
+            str(version.version),
+            run.info.run_id,
+            summary | {f"validation_{k}": v for k, v in candidate.validation_metrics.items()},
+        )
+
+
+def outcome_row(outcome: TrainingOutcome) -> dict[str, Any]:
+    keep = (
+        "balanced_accuracy_mean",
+        "auc_mean",
+        "ic_mean",
+        "net_return_mean",
+        "episode_return_after_costs_mean",
+        "validation_net_return",
+    )
+    return {
+        "family": outcome.family,
+        "model": outcome.model_name,
+        "version": outcome.version,
+        "run_id": outcome.run_id,
+        **{k: outcome.metrics[k] for k in keep if k in outcome.metrics},
+    }
