@@ -260,6 +260,43 @@ def _print_features(result: dict[str, Any]) -> None:
     console.print(table)
 
 
+# --- training ------------------------------------------------------------------------------------
+@app.command()
+def train(
+    symbol: SymbolOpt = None,
+    timeframe: TimeframeOpt = None,
+    candidate: Annotated[
+        list[str] | None, typer.Option("--candidate", "-c", help="Family: logistic, gbm, keras, ppo (repeatable).")
+    ] = None,
+) -> None:
+    """Train the candidate families on point-in-time features; log and register them in MLflow."""
+    from flows.train import train_flow
+
+    _print_training(train_flow(symbols=symbol, timeframes=timeframe, candidates=candidate))
+
+
+def _print_training(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="training (MLflow)")
+    for column in ("market", "family", "version", "balanced acc", "AUC", "IC", "validation net", "error"):
+        table.add_column(column)
+
+    def fmt(value: Any) -> str:
+        return "" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    for row in rows:
+        table.add_row(
+            row["market"],
+            row["family"],
+            fmt(row.get("version")),
+            fmt(row.get("balanced_accuracy_mean")),
+            fmt(row.get("auc_mean")),
+            fmt(row.get("ic_mean")),
+            fmt(row.get("validation_net_return")),
+            fmt(row.get("error")),
+        )
+    console.print(table)
+
+
 # --- flows ---------------------------------------------------------------------------------------
 @flows_app.command("serve")
 def flows_serve(ctx: typer.Context) -> None:
@@ -314,8 +351,14 @@ def demo(ctx: typer.Context) -> None:
     validate_lake(settings)
     print_lake_summary(settings)
     from flows.features import features_flow
+    from flows.train import train_flow
 
     _print_features(features_flow())
+    _print_training(train_flow())
+    console.print(
+        f"Models: `.venv/bin/mlflow ui --backend-store-uri {settings.training.tracking_uri}` "
+        "then http://127.0.0.1:5000 (compare the runs of an experiment side by side)"
+    )
     console.print(
         f"Runs: `cta flows serve` starts the Prefect server; UI at http://127.0.0.1:{settings.prefect.server_port}"
     )
