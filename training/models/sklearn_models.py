@@ -32,7 +32,7 @@ class SklearnPositionModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         self.short_below = short_below
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
-        proba = full_proba(self.pipeline, frame[self.feature_names])
+        proba = full_proba(self.pipeline, frame[self.feature_names].to_numpy(dtype="float64"))
         return np.asarray(proba[:, 2] - proba[:, 0], dtype="float64")
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
@@ -45,8 +45,9 @@ class SklearnPositionModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         return positions
 
 
-def full_proba(pipeline: Pipeline, features: pd.DataFrame) -> np.ndarray:
-    """Class probabilities in CLASSES order (-1, 0, +1), with zeros for a class the fit never saw."""
+def full_proba(pipeline: Pipeline, features: np.ndarray) -> np.ndarray:
+    """Class probabilities in CLASSES order (-1, 0, +1), with zeros for a class the fit never saw.
+    Pipelines are fitted and called on plain arrays in registry order (no per-call name checks)."""
     proba = pipeline.predict_proba(features)
     out = np.zeros((len(features), 3))
     for column, klass in enumerate(pipeline.classes_):
@@ -71,8 +72,8 @@ def _fold_metrics(make: Any, data: TrainingData, costs: CostModel) -> list[dict[
     out = []
     for train_rows, test_rows in data.folds:
         train, test = data.development.take(train_rows), data.development.take(test_rows)
-        pipeline = make().fit(train.X, train.direction)
-        proba = full_proba(pipeline, test.X)
+        pipeline = make().fit(train.X.to_numpy(), train.direction)
+        proba = full_proba(pipeline, test.X.to_numpy())
         score = proba[:, 2] - proba[:, 0]
         metrics = classification_metrics(test.direction, proba, test.forward_return)
         metrics |= position_metrics(np.sign(score), test.next_return, costs)
@@ -82,9 +83,9 @@ def _fold_metrics(make: Any, data: TrainingData, costs: CostModel) -> list[dict[
 
 def _fit(family: str, make: Any, params: dict[str, Any], data: TrainingData, costs: CostModel) -> Candidate:
     folds = _fold_metrics(make, data, costs)
-    pipeline = make().fit(data.train.X, data.train.direction)
+    pipeline = make().fit(data.train.X.to_numpy(), data.train.direction)
     validation: Dataset = data.validation
-    proba = full_proba(pipeline, validation.X)
+    proba = full_proba(pipeline, validation.X.to_numpy())
     score = proba[:, 2] - proba[:, 0]
     policy = fit_threshold_policy(score, validation.next_return, costs)
     model = SklearnPositionModel(pipeline, list(data.train.X.columns), policy.long_above, policy.short_below)
@@ -110,7 +111,7 @@ def _log_importance(pipeline: Pipeline, names: list[str], validation: Dataset) -
     from sklearn.inspection import permutation_importance
 
     result = permutation_importance(
-        pipeline, validation.X, validation.direction, n_repeats=3, random_state=0, scoring="balanced_accuracy"
+        pipeline, validation.X.to_numpy(), validation.direction, n_repeats=3, random_state=0, scoring="balanced_accuracy"
     )
     order = np.argsort(result.importances_mean)
     figure, axis = plt.subplots(figsize=(6, 7))
