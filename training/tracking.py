@@ -12,10 +12,12 @@ import hashlib
 import json
 import logging
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import mlflow
 from mlflow.models import infer_signature
 
@@ -120,7 +122,11 @@ def log_position_model(
     artifacts: dict[str, str] | None = None,
 ) -> Any:
     """Log the pyfunc (signature: features -> position) and register it as a new version of the
-    market's model, tagged with its family, window and data hash. Returns the ModelVersion."""
+    market's model, tagged with its family, window and data hash. Returns the ModelVersion.
+
+    The wrapper's module is pickled by value, so the serving process loads the model without
+    importing `training` (or anything of CTA's)."""
+    cloudpickle.register_pickle_by_value(sys.modules[type(python_model).__module__])
     example = dataset.X.head(max(history_rows, 5))
     signature = infer_signature(example, python_model.predict(None, example).astype("float64"))
     name = registered_model_name(dataset.market)

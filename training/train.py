@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
 import mlflow
 import numpy as np
 
@@ -78,19 +76,14 @@ def train_candidate(name: str, data: TrainingData, settings: Settings, registry_
         mlflow.log_metrics({f"validation_{k}": v for k, v in candidate.validation_metrics.items()})
         if candidate.log_extras is not None:
             candidate.log_extras()
-        module = sys.modules[type(candidate.python_model).__module__]
-        cloudpickle.register_pickle_by_value(module)  # the serving process must not need `training`
-        try:
-            version = log_position_model(
-                candidate.python_model,
-                data.development,
-                family=name,
-                pip_requirements=candidate.pip_requirements,
-                history_rows=candidate.history_rows,
-                artifacts=candidate.artifacts,
-            )
-        finally:
-            cloudpickle.unregister_pickle_by_value(module)
+        version = log_position_model(
+            candidate.python_model,
+            data.development,
+            family=name,
+            pip_requirements=candidate.pip_requirements,
+            history_rows=candidate.history_rows,
+            artifacts=candidate.artifacts,
+        )
         return TrainingOutcome(
             name,
             version.name,

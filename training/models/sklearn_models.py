@@ -111,7 +111,12 @@ def _log_importance(pipeline: Pipeline, names: list[str], validation: Dataset) -
     from sklearn.inspection import permutation_importance
 
     result = permutation_importance(
-        pipeline, validation.X.to_numpy(), validation.direction, n_repeats=3, random_state=0, scoring="balanced_accuracy"
+        pipeline,
+        validation.X.to_numpy(),
+        validation.direction,
+        n_repeats=3,
+        random_state=0,
+        scoring="balanced_accuracy",
     )
     order = np.argsort(result.importances_mean)
     figure, axis = plt.subplots(figsize=(6, 7))
