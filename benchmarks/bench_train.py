@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -36,7 +35,13 @@ def child(family: str, work: str, calls: int) -> None:
 
     settings = load_settings(
         env={},
-        overrides={"training": {"tracking_uri": f"sqlite:///{work}/mlflow.db", "artifact_root": f"{work}/artifacts"}},
+        overrides={
+            "training": {
+                "tracking_uri": f"sqlite:///{work}/mlflow.db",
+                "artifact_root": f"{work}/artifacts",
+                "ray_dir": f"{work}/ray",
+            }
+        },
     )
     configure_mlflow(settings)
     candles = real_candles("BTCUSDT", "1h")
@@ -84,7 +89,6 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     repo = Path(__file__).resolve().parents[1]
     for family in FAMILIES:
         with tempfile.TemporaryDirectory(prefix=f"cta-bench-train-{family}-") as work:
-            env = {**os.environ, "CTA_RAY_DIR": f"{work}/ray"}
             result = subprocess.run(
                 [
                     sys.executable,

@@ -177,6 +177,7 @@ class TrainingSettings(_Strict):
     keras_epochs: Annotated[int, Field(ge=1)] = 5
     ppo_iterations: Annotated[int, Field(ge=1)] = 2
     ppo_window: Annotated[int, Field(ge=1, le=256)] = 8
+    ray_dir: Path | None = Path("data/ray")  # Ray's session files and RLlib's logs (None: a temp dir)
 
 
 class PrefectSettings(_Strict):
