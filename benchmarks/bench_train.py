@@ -98,7 +98,6 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 capture_output=True,
                 text=True,
                 cwd=repo,
-                env=env,
                 timeout=1800,
                 check=False,
             )

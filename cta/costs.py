@@ -24,9 +24,11 @@ class CostModel(BaseModel):
     def turnover_cost(self, positions: np.ndarray, initial: float = 0.0) -> np.ndarray:
         """Cost (fraction of equity) of moving into each position from the previous one."""
         previous = np.concatenate([[initial], positions[:-1]])
-        return np.abs(positions - previous) * self.cost_per_unit_turnover
+        cost: np.ndarray = np.abs(positions - previous) * self.cost_per_unit_turnover
+        return cost
 
     def net_returns(self, positions: np.ndarray, next_returns: np.ndarray, initial: float = 0.0) -> np.ndarray:
         """Per-bar net simple returns of holding `positions[t]` over bar t+1 (its `next_returns[t]`),
         after paying for the position change at t."""
-        return positions * next_returns - self.turnover_cost(positions, initial)
+        net: np.ndarray = positions * next_returns - self.turnover_cost(positions, initial)
+        return net
