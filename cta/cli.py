@@ -26,7 +26,7 @@ from cta.config import Settings, load_settings
 from cta.errors import CTAError
 
 log = logging.getLogger("cta.cli")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 app = typer.Typer(
     no_args_is_help=True,

@@ -15,7 +15,8 @@ OFFLINE_DEFAULTS: dict[str, str] = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
     "RLLIB_TEST_NO_TF_IMPORT": "1",
-    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow's C++ chatter; real failures still raise in Python
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "GX_ANALYTICS_ENABLED": "false",
 }
 
