@@ -26,7 +26,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def wait_for_deployment_run(api_url: str, timeout_s: float) -> tuple[list[str], str]:
+async def wait_for_deployment_run(api_url: str, timeout_s: float, expected: int) -> tuple[list[str], str]:
     from prefect.client.orchestration import PrefectClient
 
     deadline = time.monotonic() + timeout_s
@@ -35,7 +35,7 @@ async def wait_for_deployment_run(api_url: str, timeout_s: float) -> tuple[list[
     async with PrefectClient(api_url) as client:
         while True:
             deployments = await client.read_deployments()
-            if deployments or time.monotonic() > deadline:
+            if len(deployments) >= expected or time.monotonic() > deadline:  # serve registers them one by one
                 break
             await asyncio.sleep(1)
         names = sorted(d.name for d in deployments)
@@ -67,7 +67,7 @@ def test_flows_serve_runs_scheduled_ingestion(tmp_path: Path, exchange_server: L
         stderr=subprocess.STDOUT,
     )
     try:
-        names, final = asyncio.run(wait_for_deployment_run(f"http://127.0.0.1:{port}/api", timeout_s=240))
+        names, final = asyncio.run(wait_for_deployment_run(f"http://127.0.0.1:{port}/api", timeout_s=240, expected=2))
     finally:
         serve.send_signal(signal.SIGINT)
         try:
