@@ -89,12 +89,11 @@ def exchange_serve(
 ) -> None:
     """Run the local Binance-compatible exchange, replaying real candles (Ctrl-C stops it)."""
     from cta.exchange_server.runner import serve_forever
-    from cta.exchange_server.settings import LocalExchangeSettings
 
-    settings = _settings(ctx)
-    base = settings.local_exchange.model_dump()
     updates = {
-        k: v for k, v in {"data_dir": data_dir, "port": port, "speed": speed, "start": start}.items() if v is not None
+        k: str(v) if isinstance(v, Path) else v
+        for k, v in {"data_dir": data_dir, "port": port, "speed": speed, "start": start}.items()
+        if v is not None
     }
     faults = {
         k: v
@@ -106,27 +105,14 @@ def exchange_serve(
         }.items()
         if v is not None
     }
-    server_settings = _validated(
-        LocalExchangeSettings, {**base, **updates, "faults": {**base["faults"], **faults}}, "local_exchange"
-    )
+    # The same loader as at start-up: an invalid option is refused naming the field (local_exchange.*).
+    settings = load_settings(overrides={"local_exchange": {**updates, "faults": faults}})
     secrets = settings.secrets
     serve_forever(
-        server_settings,
+        settings.local_exchange,
         api_key=secrets.api_key.get_secret_value() if secrets.api_key else None,
         api_secret=secrets.api_secret.get_secret_value() if secrets.api_secret else None,
     )
-
-
-def _validated(model: Any, data: dict[str, Any], section: str) -> Any:
-    from pydantic import ValidationError
-
-    from cta.errors import ConfigError
-
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        error = e.errors()[0]
-        raise ConfigError(".".join([section, *map(str, error["loc"])]), error.get("input"), error["msg"]) from None
 
 
 # --- ingest / validate / lake --------------------------------------------------------------------

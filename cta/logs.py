@@ -13,9 +13,11 @@ from cta.config import LoggingSettings
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _HANDLER_MARK = "_cta_handler"
 # Values that look like credentials in URLs or query strings (ccxt verbose logs print requests).
-_QUERY_SECRETS = re.compile(
-    r"(signature|apikey|api_key|secret|password|x-mbx-apikey)(['\"]?\s*[=:]\s*['\"]?)([^&\s'\",}]+)", re.I
-)
+_SECRET_KEYS = r"(signature|apikey|api_key|secret|password|x-mbx-apikey)"
+# key=value in query strings and forms, and 'key': 'value' in printed dicts and JSON (quoted values only,
+# so prose such as "no secret: ..." is left alone).
+_QUERY_SECRETS = re.compile(_SECRET_KEYS + r"(=)([^&\s'\",}]+)", re.I)
+_MAPPING_SECRETS = re.compile(_SECRET_KEYS + r"(['\"]\s*:\s*['\"])([^'\"]+)", re.I)
 
 
 class RedactingFilter(logging.Filter):
@@ -28,7 +30,8 @@ class RedactingFilter(logging.Filter):
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return _QUERY_SECRETS.sub(r"\1\2***", text)
+        text = _QUERY_SECRETS.sub(r"\1\2***", text)
+        return _MAPPING_SECRETS.sub(r"\1\2***", text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
