@@ -13,7 +13,7 @@ from cta.config import LoggingSettings
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _HANDLER_MARK = "_cta_handler"
 # Values that look like credentials in URLs or query strings (ccxt verbose logs print requests).
-_SECRET_KEYS = r"(signature|apikey|api_key|secret|password|x-mbx-apikey)"
+_SECRET_KEYS = r"(signature|apikey|api_key|secret|password|x-mbx-apikey)"  # noqa: S105 (key names, not a secret)
 # key=value in query strings and forms, and 'key': 'value' in printed dicts and JSON (quoted values only,
 # so prose such as "no secret: ..." is left alone).
 _QUERY_SECRETS = re.compile(_SECRET_KEYS + r"(=)([^&\s'\",}]+)", re.I)
