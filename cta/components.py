@@ -37,10 +37,17 @@ def configured_markets(
     settings: Settings, symbols: list[str] | None = None, timeframes: list[str] | None = None
 ) -> list[Market]:
     """The markets to work on: the config's, or the given subset (validated like the config)."""
-    from cta.config import MarketSettings
+    from pydantic import ValidationError
 
-    chosen = MarketSettings(
-        symbols=tuple(symbols or settings.markets.symbols),
-        timeframes=tuple(timeframes or settings.markets.timeframes),
-    )
+    from cta.config import MarketSettings
+    from cta.errors import ConfigError
+
+    try:
+        chosen = MarketSettings(
+            symbols=tuple(symbols or settings.markets.symbols),
+            timeframes=tuple(timeframes or settings.markets.timeframes),
+        )
+    except ValidationError as e:
+        error = e.errors()[0]
+        raise ConfigError(f"markets.{error['loc'][0]}", error.get("input"), error["msg"]) from None
     return [Market(settings.exchange.id, s, t) for s in chosen.symbols for t in chosen.timeframes]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,9 @@ from cta.errors import DataValidationError
 from cta.lake import CandleLake, Market
 from cta.timeframes import timeframe_ms
 from features.labels import DIRECTION, FORWARD_RETURN, make_labels
+
+if TYPE_CHECKING:
+    from features.feast_store import FeatureStoreAdapter
 
 
 @dataclass(frozen=True)
@@ -77,13 +81,19 @@ def assemble(
 
 
 def from_feature_store(
-    store: object, lake: CandleLake, market: Market, *, feature_names: list[str], horizon: int, dead_zone_bps: float
+    store: FeatureStoreAdapter,
+    lake: CandleLake,
+    market: Market,
+    *,
+    feature_names: list[str],
+    horizon: int,
+    dead_zone_bps: float,
 ) -> Dataset:
     """Point-in-time features from Feast for every candle close in the lake, plus labels."""
     candles = lake.read(market)
     close_time = pd.to_datetime(candles["ts"] + timeframe_ms(market.timeframe), unit="ms", utc=True)
     entity = pd.DataFrame({"market_id": str(market), "event_timestamp": close_time})
-    historical = store.historical(entity, engine="asof")  # type: ignore[attr-defined]
+    historical = store.historical(entity, engine="asof")
     features = historical[feature_names].copy()
     features.insert(0, "ts", candles["ts"].to_numpy())
     features = features.dropna()

@@ -74,3 +74,14 @@ def test_config_hash_is_stable_and_ignores_secrets() -> None:
     c = load_settings(env={"CTA_INGEST__START": "2022-02-01"}, config_dir=CONFIG_DIR)
     assert a.config_hash() == b.config_hash() != c.config_hash()
     assert isinstance(a, Settings)
+
+
+def test_a_bad_market_given_on_the_command_line_names_the_field() -> None:
+    from cta.components import configured_markets
+
+    settings = load_settings(env={}, config_dir=CONFIG_DIR)
+    with pytest.raises(ConfigError, match=r"markets\.symbols"):
+        configured_markets(settings, symbols=["BTCUSDT"])
+    with pytest.raises(ConfigError, match=r"markets\.timeframes"):
+        configured_markets(settings, timeframes=["7m"])
+    assert [str(m) for m in configured_markets(settings, symbols=["SOL/USDT"])] == ["binance:SOL/USDT:1h"]
