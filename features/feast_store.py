@@ -431,15 +431,6 @@ def _quiet() -> Iterator[None]:
             log.debug("feast: %s", sink.getvalue().strip())
 
 
-# The objects of the CLI repo (features/feature_repo/definitions.py imports these).
-DEFAULT_OBJECTS = build_objects()
-market = DEFAULT_OBJECTS.entity
-candle_features_source = DEFAULT_OBJECTS.batch_source
-candle_features_push = DEFAULT_OBJECTS.push_source
-candle_features = DEFAULT_OBJECTS.feature_view
-candle_features_service = DEFAULT_OBJECTS.feature_service
-
-
 def feature_store_for(settings: FeatureSettings) -> FeatureStoreAdapter:
     """The adapter configured by the `features` section (SQLite by default, Redis in production)."""
     return FeatureStoreAdapter(

@@ -1,12 +1,13 @@
-"""Feast definitions for `feast -c features/feature_repo ...`: imports only; the objects are built from
-the feature registry in features/feast_store.py (`feast apply` imports every .py file here)."""
+"""Feast definitions for `feast -c features/feature_repo ...` (`feast apply` imports every .py file
+here, so this file only builds the objects from the feature registry, via features/feast_store.py)."""
 
-from features.feast_store import (
-    candle_features,
-    candle_features_push,
-    candle_features_service,
-    candle_features_source,
-    market,
-)
+from features.feast_store import build_objects
+
+_objects = build_objects()  # the offline source path is relative to this folder: ../../data/features
+market = _objects.entity
+candle_features_source = _objects.batch_source
+candle_features_push = _objects.push_source
+candle_features = _objects.feature_view
+candle_features_service = _objects.feature_service
 
 __all__ = ["candle_features", "candle_features_push", "candle_features_service", "candle_features_source", "market"]

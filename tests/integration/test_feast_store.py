@@ -101,7 +101,7 @@ def test_objects_are_derived_from_the_registry() -> None:
     assert objects.feature_service.name == f"features_v{registry_version()}"
     assert [p.name for p in objects.feature_service.feature_view_projections] == ["candle_features"]
     # the CLI repo's objects point at the project's data dir, relative to features/feature_repo
-    assert feast_store.candle_features.batch_source.path == "../../data/features"
+    assert feast_store.build_objects().feature_view.batch_source.path == "../../data/features"
 
 
 @pytest.mark.parametrize("engine", ["feast", "asof"])

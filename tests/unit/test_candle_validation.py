@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from cta.candles import candles_from_rows
@@ -96,4 +95,3 @@ def test_candles_from_rows_coerces_garbage_to_nan_not_drop() -> None:
     assert np.isnan(frame.loc[0, "close"]) and np.isnan(frame.loc[0, "volume"])
     assert frame.loc[1, "ts"] == -1
     assert list(frame.dtypes.astype(str)) == ["int64"] + ["float64"] * 5
-    assert isinstance(frame, pd.DataFrame)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from cta.errors import ConfigError, DataValidationError
@@ -142,7 +141,6 @@ def test_rerunning_a_window_changes_nothing(lake: CandleLake, quarantine: Quaran
     # an explicit overlapping window (e.g. after deleting nothing) is deduplicated too
     result = lake.upsert(MARKET, lake.read(MARKET))
     assert result.rows_added == 0
-    assert isinstance(lake.read(MARKET), pd.DataFrame)
 
 
 def test_small_write_batches_commit_progress(lake: CandleLake, quarantine: Quarantine) -> None:

@@ -58,6 +58,7 @@ class SklearnPositionModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
         score = self.score(model_input)
+        # ThresholdPolicy.positions, inlined: the wrapper is pickled by value and must not import `training`.
         positions = np.zeros(len(score), dtype="float64")
         positions[score > self.long_above] = 1.0
         positions[score < self.short_below] = -1.0
