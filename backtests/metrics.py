@@ -10,6 +10,7 @@ import numpy as np
 from cta.timeframes import timeframe_ms
 
 MS_PER_YEAR = 365 * 86_400_000
+SIZE_TOLERANCE = 1e-9
 
 
 def bars_per_year(timeframe: str) -> float:
@@ -60,13 +61,43 @@ def equity_metrics(equity: np.ndarray, timeframe: str) -> dict[str, float]:
     }
 
 
-def trade_metrics(positions: np.ndarray, trade_pnls: np.ndarray) -> dict[str, float]:
-    """Number of trades, win rate of closed trades, exposure (share of bars in the market) and
-    turnover (sum of absolute position changes)."""
-    changes = np.abs(np.diff(np.concatenate([[0.0], positions])))
+def trade_metrics(
+    units: np.ndarray, fills: int, traded_notional: float, equity: np.ndarray, trade_pnls: np.ndarray
+) -> dict[str, float]:
+    """Number of trades (fills), win rate of closed round trips, exposure (share of bars holding a
+    position) and turnover (traded notional over mean equity)."""
+    mean_equity = float(np.mean(equity)) if len(equity) else 0.0
     return {
-        "trades": float(np.count_nonzero(changes)),
+        "trades": float(fills),
         "win_rate": float(np.mean(trade_pnls > 0)) if len(trade_pnls) else 0.0,
-        "exposure": float(np.mean(positions != 0)) if len(positions) else 0.0,
-        "turnover": float(changes.sum()),
+        "exposure": float(np.mean(units != 0)) if len(units) else 0.0,
+        "turnover": traded_notional / mean_equity if mean_equity > 0 else 0.0,
     }
+
+
+def round_trip_pnls(units: np.ndarray, prices: np.ndarray, fees: np.ndarray) -> np.ndarray:
+    """Net P&L of each closed round trip (flat -> position -> flat, or a reversal) from signed fill
+    sizes, fill prices and fees. Fees of a fill that closes and reopens are split pro rata. Sizes that
+    differ by float rounding only (a partial reduction leaves 1e-17 units) count as equal."""
+    pnls: list[float] = []
+    position = average = trip = 0.0
+    for size, price, fee in zip(units.tolist(), prices.tolist(), fees.tolist(), strict=True):
+        if position == 0.0 or (size > 0) == (position > 0):
+            average = (average * position + price * size) / (position + size)
+            position += size
+            trip -= fee
+            continue
+        full_close = abs(size) >= abs(position) * (1.0 - SIZE_TOLERANCE)
+        closing = -position if full_close else size
+        closing_fee = fee * min(abs(closing) / abs(size), 1.0)
+        trip += -closing * (price - average) - closing_fee
+        if not full_close:
+            position += closing
+            continue
+        pnls.append(trip)
+        rest = size - closing
+        if abs(rest) > abs(size) * SIZE_TOLERANCE:
+            position, average, trip = rest, price, -(fee - closing_fee)
+        else:
+            position = average = trip = 0.0
+    return np.asarray(pnls, dtype="float64")

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from cta.costs import CostModel
+from cta.decide import Limits
 from cta.errors import ConfigError
 from cta.exchange_server.settings import LocalExchangeSettings
 from cta.timeframes import TIMEFRAME_MS
@@ -180,6 +181,36 @@ class TrainingSettings(_Strict):
     ray_dir: Path | None = Path("data/ray")  # Ray's session files and RLlib's logs (None: a temp dir)
 
 
+class GateSettings(_Strict):
+    """Thresholds a candidate's out-of-sample backtest must meet to become the champion."""
+
+    min_sharpe: float = 0.5  # annualised
+    max_drawdown: Annotated[float, Field(gt=0, le=1)] = 0.25
+    min_trades: Annotated[int, Field(ge=0)] = 10
+    # Benchmarks the candidate must beat after costs: "flat" (total return > 0) and/or "buy_and_hold"
+    # (higher Sharpe than holding the market over the same bars, with the same costs).
+    must_beat: tuple[Literal["flat", "buy_and_hold"], ...] = ("flat", "buy_and_hold")
+    champion_margin: Annotated[float, Field(ge=0)] = 0.1  # Sharpe points above the champion's, same window
+    # Luck guard: the probability that the true Sharpe exceeds the best expected from luck among the
+    # candidates tried (deflated Sharpe ratio, Bailey & Lopez de Prado 2014).
+    min_deflated_sharpe: Annotated[float, Field(ge=0, lt=1)] = 0.95
+
+
+class BacktestSettings(_Strict):
+    """The backtest every candidate gets on its reserved out-of-sample bars before promotion."""
+
+    initial_cash: Annotated[float, Field(gt=0)] = 10_000.0
+    sizing: Literal["all_in", "fixed_fraction"] = "all_in"
+    fraction: Annotated[float, Field(gt=0, le=1)] = 0.5  # share of equity per unit of target (fixed_fraction)
+    engine: Literal["fast", "backtrader"] = "fast"  # the gate's engine; both agree (tested)
+    reports: bool = True  # equity/drawdown PNG and a Markdown report in each backtest's MLflow run
+    gate: GateSettings = GateSettings()
+
+    @property
+    def position_fraction(self) -> float:
+        return 1.0 if self.sizing == "all_in" else self.fraction
+
+
 class PrefectSettings(_Strict):
     api_url: str | None = None  # None: `cta flows serve` starts a local Prefect server
     server_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
@@ -223,7 +254,9 @@ class Settings(_Strict):
     validation: ValidationSettings = ValidationSettings()
     features: FeatureSettings = FeatureSettings()
     costs: CostModel = CostModel()
+    limits: Limits = Limits()
     training: TrainingSettings = TrainingSettings()
+    backtest: BacktestSettings = BacktestSettings()
     prefect: PrefectSettings = PrefectSettings()
     local_exchange: LocalExchangeSettings = LocalExchangeSettings()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True, repr=False)

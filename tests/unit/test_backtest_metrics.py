@@ -12,6 +12,7 @@ from backtests.metrics import (
     max_drawdown,
     sharpe,
     sortino,
+    round_trip_pnls,
     trade_metrics,
 )
 
@@ -48,6 +49,16 @@ def test_equity_metrics_and_calmar() -> None:
 
 
 def test_trade_metrics() -> None:
-    positions = np.array([0.0, 1.0, 1.0, 0.0, -1.0, -1.0, 0.0])
-    metrics = trade_metrics(positions, trade_pnls=np.array([0.02, -0.01]))
+    units = np.array([0.0, 1.0, 1.0, 0.0, -1.0, -1.0, 0.0])
+    equity = np.full(7, 100.0)
+    metrics = trade_metrics(units, fills=4, traded_notional=400.0, equity=equity, trade_pnls=np.array([2.0, -1.0]))
     assert metrics == {"trades": 4.0, "win_rate": 0.5, "exposure": pytest.approx(4 / 7), "turnover": 4.0}
+
+
+def test_round_trips_net_of_fees_with_a_scale_in_and_a_reversal() -> None:
+    # buy 1 @ 100 (fee 1), buy 1 @ 110 (fee 1), sell 3 @ 120 (fee 3: closes 2, opens 1 short), buy 1 @ 90 (fee 1)
+    pnls = round_trip_pnls(
+        np.array([1.0, 1.0, -3.0, 1.0]), np.array([100.0, 110.0, 120.0, 90.0]), np.array([1.0, 1.0, 3.0, 1.0])
+    )
+    np.testing.assert_allclose(pnls, [2 * (120 - 105) - 2 - 2, (120 - 90) - 1 - 1])
+    assert len(round_trip_pnls(np.array([1.0, -0.5]), np.array([100.0, 90.0]), np.zeros(2))) == 0
