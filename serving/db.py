@@ -1,0 +1,140 @@
+"""Engines, sessions and migrations for the serving worker's database (SQLite locally, PostgreSQL in production).
+
+SQLite is set up for one writing worker that must not lose a committed row: WAL (readers never block the
+writer), `synchronous=NORMAL` (durable at each WAL checkpoint, safe against process crashes), foreign keys on,
+and a busy timeout so a second writer waits instead of failing. SQLite transactions begin `IMMEDIATE` by
+default: a deferred transaction that reads and then writes fails outright (the busy timeout cannot help) when
+another writer committed in between, whereas an immediate one takes the write lock first and waits its turn.
+Readers beside the worker take `session_factory(engine, read_only=True)`, which begins DEFERRED (the execution
+option `sqlite_begin="DEFERRED"`) and so never holds the write lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from cta.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BEGIN_OPTION = "sqlite_begin"
+SQLITE_BEGIN_MODES = frozenset({"DEFERRED", "IMMEDIATE", "EXCLUSIVE"})
+
+
+def make_engine(
+    url: str,
+    *,
+    busy_timeout_ms: int = 30_000,
+    sqlite_begin: str = "IMMEDIATE",
+    connect_args: Mapping[str, Any] | None = None,
+) -> Engine:
+    """An engine for `url`: SQLite (file or memory) or PostgreSQL through psycopg2.
+
+    For a SQLite file the parent directory is created. `connect_args` go to the DBAPI `connect()`
+    (e.g. `{"options": "-csearch_path=..."}` for psycopg2).
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed, busy_timeout_ms, sqlite_begin, dict(connect_args or {}))
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg2")
+        return create_engine(parsed, pool_pre_ping=True, connect_args=dict(connect_args or {}))
+    raise ConfigError("database.url", parsed.render_as_string(hide_password=True), "use sqlite or postgresql")
+
+
+def _sqlite_engine(url: URL, busy_timeout_ms: int, sqlite_begin: str, connect_args: dict[str, Any]) -> Engine:
+    if sqlite_begin not in SQLITE_BEGIN_MODES:
+        raise ConfigError("sqlite_begin", sqlite_begin, f"one of {sorted(SQLITE_BEGIN_MODES)}")
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, **connect_args})
+    _install_sqlite_events(engine, busy_timeout_ms, sqlite_begin)
+    return engine
+
+
+def _install_sqlite_events(engine: Engine, busy_timeout_ms: int, sqlite_begin: str) -> None:
+    """Take transaction control from the sqlite3 module (SQLAlchemy's documented recipe) and set the pragmas.
+
+    With the module's own implicit transactions off, SAVEPOINT works and BEGIN is emitted here, in the mode
+    the connection's `sqlite_begin` execution option asks for.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        mode = str(connection.get_execution_options().get(SQLITE_BEGIN_OPTION, sqlite_begin)).upper()
+        if mode not in SQLITE_BEGIN_MODES:
+            raise ConfigError(SQLITE_BEGIN_OPTION, mode, f"one of {sorted(SQLITE_BEGIN_MODES)}")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
+    """Sessions on `engine` whose objects stay readable after commit (the worker keeps using them).
+
+    `read_only` sessions are for readers beside the worker (dashboards, `verify`, reports): on SQLite they
+    begin DEFERRED, so they never hold the write lock; on PostgreSQL their transactions are READ ONLY.
+    """
+    if read_only:
+        options: dict[str, Any] = {SQLITE_BEGIN_OPTION: "DEFERRED"}
+        if engine.dialect.name == "postgresql":
+            options = {"postgresql_readonly": True}
+        return sessionmaker(engine.execution_options(**options), expire_on_commit=False)
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def database_available(engine: Engine) -> bool:
+    """Whether the database answers a trivial query now (for health checks and start-up)."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as error:
+        log.warning("database %s unavailable: %s", engine.url.render_as_string(hide_password=True), error)
+        return False
+    return True
+
+
+def alembic_config() -> Config:
+    """Alembic's configuration built in code: the migrations folder, no alembic.ini."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database to `revision` (default the newest) in one transaction; a no-op when already there."""
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, None before the first migration."""
+    from alembic.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
