@@ -24,9 +24,14 @@ Benchmark = Callable[[argparse.Namespace], list[dict[str, Any]]]
 
 
 def registry() -> dict[str, Benchmark]:
-    from benchmarks import bench_features, bench_ingest, bench_train
+    from benchmarks import bench_backtest, bench_features, bench_ingest, bench_train
 
-    return {"ingest": bench_ingest.run, "features": bench_features.run, "train": bench_train.run}
+    return {
+        "ingest": bench_ingest.run,
+        "features": bench_features.run,
+        "train": bench_train.run,
+        "backtest": bench_backtest.run,
+    }
 
 
 def machine() -> dict[str, Any]:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -38,11 +39,13 @@ lake_app = typer.Typer(no_args_is_help=True, help="The candle lake.")
 flows_app = typer.Typer(no_args_is_help=True, help="Prefect flows and scheduled deployments.")
 features_app = typer.Typer(no_args_is_help=True, help="Features: the registry, the feature tables, Feast.")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
+models_app = typer.Typer(no_args_is_help=True, help="Models in the MLflow registry: verdicts, champion, rollback.")
 app.add_typer(exchange_app, name="exchange")
 app.add_typer(lake_app, name="lake")
 app.add_typer(flows_app, name="flows")
 app.add_typer(features_app, name="features")
 app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
 
 SymbolOpt = Annotated[list[str] | None, typer.Option("--symbol", "-s", help="Symbol, e.g. BTC/USDT (repeatable).")]
 TimeframeOpt = Annotated[list[str] | None, typer.Option("--timeframe", "-t", help="Timeframe, e.g. 1h (repeatable).")]
@@ -283,6 +286,188 @@ def _print_training(rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
+# --- pipeline and models ------------------------------------------------------------------------
+@app.command()
+def pipeline(
+    symbol: SymbolOpt = None,
+    timeframe: TimeframeOpt = None,
+    candidate: Annotated[
+        list[str] | None, typer.Option("--candidate", "-c", help="Family: logistic, gbm, keras, ppo (repeatable).")
+    ] = None,
+) -> None:
+    """The whole pipeline as one Prefect flow: ingest → validate → features → train → backtest → gate →
+    promote. Prints the verdict of every candidate."""
+    from flows.pipeline import pipeline_flow
+
+    result = asyncio.run(pipeline_flow(symbols=symbol, timeframes=timeframe, candidates=candidate))
+    _print_verdicts(result["verdicts"])
+
+
+def _print_verdicts(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="backtest gate (out-of-sample)")
+    for column in ("market", "candidate", "family", "Sharpe", "max DD", "return", "trades", "verdict", "reasons"):
+        table.add_column(column, overflow="fold")
+    styles = {"champion": "bold green", "passed": "green", "rejected": "red", "failed": "red", "stale": "yellow"}
+    for row in rows:
+        verdict = row["verdict"]
+        table.add_row(
+            row["market"],
+            f"v{row['version']}",
+            row["family"],
+            _num(row.get("sharpe"), "{:.2f}"),
+            _num(row.get("max_drawdown"), "{:.1%}"),
+            _num(row.get("total_return"), "{:+.1%}"),
+            str(row.get("trades", "")),
+            f"[{styles.get(verdict, '')}]{verdict}[/]",
+            row.get("reasons", ""),
+        )
+    console.print(table)
+
+
+def _num(value: Any, pattern: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return pattern.format(value)
+
+
+def _one_market(settings: Settings, symbols: list[str] | None, timeframes: list[str] | None) -> Any:
+    from cta.components import configured_markets
+
+    markets = configured_markets(settings, symbols, timeframes)
+    if len(markets) != 1:
+        raise CTAError(f"choose one market with --symbol and --timeframe (configured: {', '.join(map(str, markets))})")
+    return markets[0]
+
+
+def _registry(settings: Settings) -> Any:
+    from mlflow import MlflowClient
+
+    from training.tracking import configure_mlflow
+
+    configure_mlflow(settings)
+    return MlflowClient()
+
+
+@models_app.command("list")
+def models_list(ctx: typer.Context, symbol: SymbolOpt = None, timeframe: TimeframeOpt = None) -> None:
+    """Every registered version per market, newest first: family, aliases, verdict, out-of-sample numbers."""
+    from backtests.promotion import versions
+    from cta.components import configured_markets
+    from training.tracking import registered_model_name
+
+    settings = _settings(ctx)
+    client = _registry(settings)
+    for market in configured_markets(settings, symbol, timeframe):
+        name = registered_model_name(market)
+        found = versions(client, name)
+        aliases: dict[str, list[str]] = {}
+        if found:
+            for alias, version in client.get_registered_model(name).aliases.items():
+                aliases.setdefault(str(version), []).append(alias)
+        table = Table(title=f"{name}" + ("" if found else " (no versions yet)"))
+        for column in ("version", "family", "aliases", "verdict", "OOS Sharpe", "OOS max DD", "reasons"):
+            table.add_column(column, overflow="fold")
+        for version in found:
+            tags = version.tags
+            table.add_row(
+                str(version.version),
+                tags.get("family", ""),
+                ", ".join(aliases.get(str(version.version), [])),
+                tags.get("verdict", "not gated"),
+                tags.get("oos_sharpe", ""),
+                tags.get("oos_max_drawdown", ""),
+                tags.get("verdict_reasons", ""),
+            )
+        console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="A version number, or an alias: champion, previous.")] = "champion",
+    symbol: SymbolOpt = None,
+    timeframe: TimeframeOpt = None,
+) -> None:
+    """One version: its tags (verdict, reasons, metrics, lineage) and where its runs are."""
+    from mlflow.exceptions import MlflowException
+
+    from training.tracking import registered_model_name
+
+    settings = _settings(ctx)
+    name = registered_model_name(_one_market(settings, symbol, timeframe))
+    client = _registry(settings)
+    try:
+        found = (
+            client.get_model_version(name, version)
+            if version.isdigit()
+            else client.get_model_version_by_alias(name, version)
+        )
+    except MlflowException:
+        raise CTAError(f"{name} has no version or alias {version!r}") from None
+    console.print_json(
+        json.dumps(
+            {
+                "model": name,
+                "version": str(found.version),
+                "aliases": list(found.aliases),
+                "uri": f"models:/{name}/{found.version}",
+                "training_run_id": found.run_id,
+                "tags": dict(sorted(found.tags.items())),
+            }
+        )
+    )
+
+
+@models_app.command("promote")
+def models_promote(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="The version to make champion.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded on the version).")],
+    symbol: SymbolOpt = None,
+    timeframe: TimeframeOpt = None,
+) -> None:
+    """Operator override: make VERSION the champion without the gate (recorded as a manual promotion;
+    the current champion stays available to `rollback`)."""
+    from mlflow.exceptions import MlflowException
+
+    from backtests.promotion import champion, promote, registry_lock
+    from training.tracking import registered_model_name
+
+    settings = _settings(ctx)
+    name = registered_model_name(_one_market(settings, symbol, timeframe))
+    client = _registry(settings)
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        raise CTAError(f"{name} has no version {version!r}") from None
+    current = champion(client, name)
+    lock = registry_lock(settings.training.tracking_uri, settings.paths.data_dir / "locks", name)
+    move = promote(
+        client,
+        name,
+        version,
+        expected_champion=None if current is None else str(current.version),
+        reason=f"manual: {reason}",
+        lock=lock,
+    )
+    if move.outcome != "champion":
+        raise CTAError(f"not promoted: {move.detail}")
+    console.print(f"{name}: v{version} is the champion (previous: {'v' + move.previous if move.previous else 'none'})")
+
+
+@models_app.command("rollback")
+def models_rollback(ctx: typer.Context, symbol: SymbolOpt = None, timeframe: TimeframeOpt = None) -> None:
+    """Give the champion alias back to the previous champion."""
+    from backtests.promotion import registry_lock, rollback
+    from training.tracking import registered_model_name
+
+    settings = _settings(ctx)
+    name = registered_model_name(_one_market(settings, symbol, timeframe))
+    lock = registry_lock(settings.training.tracking_uri, settings.paths.data_dir / "locks", name)
+    move = rollback(_registry(settings), name, lock=lock)
+    console.print(f"{name}: rolled back from v{move.previous} to v{move.version}")
+
+
 # --- flows ---------------------------------------------------------------------------------------
 @flows_app.command("serve")
 def flows_serve(ctx: typer.Context) -> None:
@@ -327,23 +512,21 @@ def config_show(ctx: typer.Context) -> None:
 # --- demo ----------------------------------------------------------------------------------------
 @app.command()
 def demo(ctx: typer.Context) -> None:
-    """The main job on embedded defaults: local exchange → ingest → validate → features → Feast."""
+    """The main job on embedded defaults: the local exchange replaying real candles, then the whole
+    pipeline (ingest → validate → features → train → backtest → gate → promote) as one Prefect flow."""
     settings = _settings(ctx)
+    from flows.pipeline import pipeline_flow
+
     with local_exchange_for(settings):
-        from flows.ingest import ingest_flow
-
-        reports = asyncio.run(ingest_flow(show_progress=True))
-        _print_ingest(reports)
-    validate_lake(settings)
+        result = asyncio.run(pipeline_flow())
+    _print_ingest(result["ingest"])
     print_lake_summary(settings)
-    from flows.features import features_flow
-    from flows.train import train_flow
-
-    _print_features(features_flow())
-    _print_training(train_flow())
+    _print_features(result["features"])
+    _print_training(result["training"])
+    _print_verdicts(result["verdicts"])
     console.print(
         f"Models: `.venv/bin/mlflow ui --backend-store-uri {settings.training.tracking_uri}` "
-        "then http://127.0.0.1:5000 (compare the runs of an experiment side by side)"
+        "then http://127.0.0.1:5000 (each backtest run holds its equity plot and report); `cta models list`"
     )
     console.print(
         f"Runs: `cta flows serve` starts the Prefect server; UI at http://127.0.0.1:{settings.prefect.server_port}"

@@ -211,6 +211,32 @@ class BacktestSettings(_Strict):
         return 1.0 if self.sizing == "all_in" else self.fraction
 
 
+class RiskSettings(_Strict):
+    """Limits the serving worker checks before every order (quote currency amounts)."""
+
+    max_order_notional: Annotated[float, Field(gt=0)] = 20_000.0
+    max_position_notional: Annotated[float, Field(gt=0)] = 20_000.0
+    daily_loss_limit: Annotated[float, Field(gt=0, le=1)] = 0.05  # share of the day's opening equity
+    max_drawdown_halt: Annotated[float, Field(gt=0, le=1)] = 0.25  # from the equity peak: HALTED
+    stale_after_bars: Annotated[float, Field(gt=0)] = 1.0  # no new entries on older candles/features
+
+
+class ServingSettings(_Strict):
+    """The serving worker: broker, database, model polling, API."""
+
+    broker: Literal["paper", "ccxt"] = "paper"
+    database_url: str = "sqlite:///data/serving/cta.db"
+    client_order_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{1,8}$")] = "cta"
+    poll_interval_s: Annotated[float, Field(gt=0)] = 1.0  # how often to look for newly closed candles
+    model_poll_s: Annotated[float, Field(gt=0)] = 30.0  # how often to check the champion alias
+    max_model_age_days: Annotated[float, Field(gt=0)] = 30.0  # older champion: no new entries
+    reconcile_every_s: Annotated[float, Field(gt=0)] = 300.0
+    max_bars: Annotated[int, Field(ge=1)] | None = None  # stop after this many bars per market (demo)
+    api_host: str = "127.0.0.1"
+    api_port: Annotated[int, Field(ge=0, lt=65536)] = 8780
+    risk: RiskSettings = RiskSettings()
+
+
 class PrefectSettings(_Strict):
     api_url: str | None = None  # None: `cta flows serve` starts a local Prefect server
     server_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
@@ -257,6 +283,7 @@ class Settings(_Strict):
     limits: Limits = Limits()
     training: TrainingSettings = TrainingSettings()
     backtest: BacktestSettings = BacktestSettings()
+    serving: ServingSettings = ServingSettings()
     prefect: PrefectSettings = PrefectSettings()
     local_exchange: LocalExchangeSettings = LocalExchangeSettings()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True, repr=False)

@@ -161,6 +161,15 @@ class ExchangeAdapter:
     def id(self) -> str:
         return str(self.settings.id)
 
+    @property
+    def client(self) -> Any:
+        """The async ccxt exchange itself, for the calls that must never be retried (placing an order)."""
+        return self._ccxt
+
+    async def read(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run the read `call` under this adapter's retry policy (the one layer where reads are retried)."""
+        return await self._read(what, call)
+
     async def _read(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         attempt = 0
         while True:

@@ -50,6 +50,14 @@ class Market:
     def __str__(self) -> str:
         return f"{self.exchange}:{self.symbol}:{self.timeframe}"
 
+    @classmethod
+    def parse(cls, market_id: str) -> Market:
+        """The inverse of str(): "binance:BTC/USDT:1h"."""
+        parts = market_id.split(":")
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(f"market id {market_id!r} is not exchange:symbol:timeframe")
+        return cls(*parts)
+
 
 @dataclass(frozen=True)
 class PartitionManifest:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -209,3 +210,45 @@ def find_gaps(ts: pd.Series, timeframe: str) -> list[tuple[int, int]]:
     missing = np.diff(values) // step - 1
     where = np.nonzero(missing > 0)[0]
     return [(int(values[i]), int(missing[i])) for i in where]
+
+
+def candle_problem(row: Sequence[Any], timeframe: str, now_ms: int, previous_ts: int | None = None) -> str | None:
+    """The first reason the candle suite would give one candle [ts, open, high, low, close, volume]
+    (None if clean). Plain Python for the serving hot path, where a GX run per candle would cost more
+    than the decision; the reasons are the suite's own, and a test holds the two to the same verdicts."""
+    if len(row) != len(CANDLE_COLUMNS):
+        return "columns differ from the candle schema"
+    ts = row[0]
+    open_, high, low, close, volume = (_number(v) for v in row[1:6])
+    if not isinstance(ts, int | np.integer) or isinstance(ts, bool):
+        return "timestamp before 2000 or in the future"
+    for name, price in (("open", open_), ("high", high), ("low", low), ("close", close)):
+        if not math.isfinite(price):
+            return f"{name} missing or not a number" if math.isnan(price) else f"{name} not a finite positive price"
+        if not 0 < price <= MAX_PRICE:
+            return f"{name} not a finite positive price"
+    if not math.isfinite(volume) or not 0 <= volume <= MAX_VOLUME:
+        return "volume missing or not a number" if math.isnan(volume) else "volume negative or not finite"
+    if high < max(open_, close):
+        return "high below open or close"
+    if low > min(open_, close):
+        return "low above open or close"
+    if previous_ts is not None and ts == previous_ts:
+        return "duplicate timestamp"
+    if previous_ts is not None and ts < previous_ts:
+        return "timestamp not increasing"
+    step = timeframe_ms(timeframe)
+    if ts % step:
+        return f"timestamp not aligned to {timeframe}"
+    if not MIN_TS_MS <= ts <= now_ms:
+        return "timestamp before 2000 or in the future"
+    if ts + step > now_ms:
+        return "candle not closed yet"
+    return None
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan

@@ -16,9 +16,8 @@ from features.feast_store import feature_store_for
 from features.registry import registry_version, select
 from flows.features import checked_feature_names
 from training.candidate import TrainingData
-from training.dataset import from_feature_store
 from training.tracking import configure_mlflow
-from training.train import outcome_row, prepare, train_candidate
+from training.train import market_dataset, outcome_row, prepare, train_candidate
 
 
 @task(cache_policy=NO_CACHE, task_run_name="train {name} {market_id}")
@@ -41,14 +40,7 @@ def train_flow(
     lake = make_lake(settings)
     rows: list[dict[str, Any]] = []
     for market in configured_markets(settings, symbols, timeframes):
-        dataset = from_feature_store(
-            store,
-            lake,
-            market,
-            feature_names=[s.name for s in select(names)],
-            horizon=settings.features.label_horizon,
-            dead_zone_bps=settings.features.dead_zone_bps,
-        )
+        dataset = market_dataset(settings, store, lake, market)
         data, out_of_sample = prepare(dataset, settings)
         logger.info(
             "%s: %d rows (train %d, validation %d, out-of-sample %d reserved)",

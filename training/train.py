@@ -6,18 +6,23 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
 
 from cta.config import Settings
 from cta.errors import ConfigError
+from cta.lake import CandleLake, Market
+from features.registry import select
 from training.candidate import Candidate, Family, TrainingData
-from training.dataset import Dataset
+from training.dataset import Dataset, from_feature_store
 from training.metrics import summarize_folds
 from training.splits import train_validation_oos, walk_forward_folds
 from training.tracking import log_position_model, training_run
+
+if TYPE_CHECKING:
+    from features.feast_store import FeatureStoreAdapter
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,20 @@ def family(name: str) -> Family:
         raise ConfigError("training.candidates", name, f"unknown family; known: {', '.join(FAMILIES)}") from None
     fit: Family = getattr(importlib.import_module(module), function)
     return fit
+
+
+def market_dataset(settings: Settings, store: FeatureStoreAdapter, lake: CandleLake, market: Market) -> Dataset:
+    """The market's point-in-time dataset (features from Feast, labels from the lake): the same rows
+    for training and, later, for the backtest of its out-of-sample block."""
+    names = [spec.name for spec in select(settings.features.names)]
+    return from_feature_store(
+        store,
+        lake,
+        market,
+        feature_names=names,
+        horizon=settings.features.label_horizon,
+        dead_zone_bps=settings.features.dead_zone_bps,
+    )
 
 
 def prepare(dataset: Dataset, settings: Settings) -> tuple[TrainingData, np.ndarray]:

@@ -81,6 +81,7 @@ class ExchangeService:
         self.api = SpotApi(store, self.engine, settings.weight_limit_per_minute, self.wall)
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        self._method_counts: Counter[tuple[str, str]] = Counter()
         self._routes = self._build_routes()
 
     def _build_routes(self) -> dict[tuple[str, str], Route]:
@@ -115,10 +116,12 @@ class ExchangeService:
 
     # ----- thread-safe views ---------------------------------------------------------------------
 
-    def request_count(self, path: str) -> int:
-        """Requests received for `path` (host prefix optional), admin endpoints excluded."""
+    def request_count(self, path: str, method: str | None = None) -> int:
+        """Requests received for `path` (host prefix optional), admin endpoints excluded; only `method` if given."""
         with self._lock:
-            return self._counts[normalize_path(path)]
+            if method is None:
+                return self._counts[normalize_path(path)]
+            return self._method_counts[(method.upper(), normalize_path(path))]
 
     def snapshot(self) -> dict[str, Any]:
         """What GET /_cta/state answers."""
@@ -158,6 +161,7 @@ class ExchangeService:
         method = request.method
         with self._lock:
             self._counts[path] += 1
+            self._method_counts[(method, path)] += 1
         raw_query = request.rel_url.raw_query_string
         raw_body = await request.text() if request.can_read_body else ""
         try:

@@ -84,6 +84,12 @@ class FaultInjector:
     def settings(self) -> FaultSettings:
         return self._settings
 
+    def configure(self, settings: FaultSettings) -> None:
+        """Replace the random-fault settings while serving (start or stop a faulty period); reseeds the RNG."""
+        with self._lock:
+            self._settings = settings
+            self._rng = random.Random(settings.seed)
+
     def arm(self, kind: FaultKind | str, path: str | None = None, count: int = 1, method: str | None = None) -> None:
         """Make the next `count` requests matching path (None = any) and method fail with `kind`."""
         if count < 1:

@@ -19,7 +19,7 @@ from cta.exchange_server.app import ExchangeService
 from cta.exchange_server.auth import Credentials
 from cta.exchange_server.candle_store import CandleStore
 from cta.exchange_server.faults import FaultKind
-from cta.exchange_server.settings import LocalExchangeSettings
+from cta.exchange_server.settings import FaultSettings, LocalExchangeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -174,8 +174,13 @@ class LocalExchangeServer:
     def clear_faults(self) -> None:
         self._service.faults.clear()
 
-    def request_count(self, path: str) -> int:
-        return self._service.request_count(path)
+    def set_random_faults(self, settings: FaultSettings) -> None:
+        """Replace the random faults while serving, e.g. a faulty period, then `FaultSettings()` to end it."""
+        self._service.faults.configure(settings)
+
+    def request_count(self, path: str, method: str | None = None) -> int:
+        """Requests received for `path`, of `method` only if given (e.g. "POST" to count orders sent)."""
+        return self._service.request_count(path, method)
 
     def state(self) -> dict[str, Any]:
         """Same as GET /_cta/state."""

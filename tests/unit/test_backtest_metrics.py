@@ -10,9 +10,9 @@ from backtests.metrics import (
     cagr,
     equity_metrics,
     max_drawdown,
+    round_trip_pnls,
     sharpe,
     sortino,
-    round_trip_pnls,
     trade_metrics,
 )
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cta.candles import candles_from_rows
-from cta.validation import find_gaps, validate_candles
+from cta.validation import candle_problem, find_gaps, validate_candles
 from tests.factories import HOUR_MS, candle_rows, real_candles
 
 T0 = 1_656_633_600_000  # 2022-07-01 00:00 UTC
@@ -45,6 +45,37 @@ def test_malformed_candle_is_rejected_with_its_reason(bad_row: list[object], rea
     assert not report.success
     assert reason in report.row_reasons.get(3, []), report.row_reasons
     assert all(i in (2, 3) for i in report.bad_rows)  # a duplicate also flags its twin
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "reason"),
+    [
+        ([T0, 100, 101, 99, None, 10], "close missing or not a number"),
+        ([T0, 100, 101, 99, "abc", 10], "close missing or not a number"),
+        ([T0, 100, 101, 99, float("inf"), 10], "close not a finite positive price"),
+        ([T0, 0.0, 101, 0.0, 100, 10], "open not a finite positive price"),
+        ([T0, 100, 101, 99, 100.5, -1.0], "volume negative or not finite"),
+        ([T0, 100, 99, 101, 100.5, 10], "high below open or close"),
+        ([T0, 100, 101, 100.2, 100.5, 10], "low above open or close"),
+        ([T0 + 60_000, 100, 101, 99, 100.5, 10], "timestamp not aligned to 1h"),
+        ([None, 100, 101, 99, 100.5, 10], "timestamp before 2000 or in the future"),
+        ([NOW - HOUR_MS + 1, 100, 101, 99, 100.5, 10], "timestamp not aligned to 1h"),
+        ([NOW, 100, 101, 99, 100.5, 10], "candle not closed yet"),
+        ([T0, 100, 101, 99], "columns differ from the candle schema"),
+    ],
+)
+def test_the_serving_check_gives_the_suite_reason_for_one_candle(bad_row: list[object], reason: str) -> None:
+    assert candle_problem(bad_row, "1h", NOW) == reason
+    if len(bad_row) == 6:
+        report = validate_candles(candles_from_rows([bad_row]), "1h", NOW)
+        assert reason in report.row_reasons.get(0, []), report.row_reasons
+
+
+def test_the_serving_check_passes_clean_candles_and_catches_repeats() -> None:
+    rows = candle_rows(T0, 5)
+    assert [candle_problem(r, "1h", NOW) for r in rows] == [None] * 5
+    assert candle_problem(rows[2], "1h", NOW, previous_ts=int(rows[2][0])) == "duplicate timestamp"
+    assert candle_problem(rows[1], "1h", NOW, previous_ts=int(rows[2][0])) == "timestamp not increasing"
 
 
 def test_future_and_unclosed_candles_are_rejected() -> None:

@@ -1,0 +1,49 @@
+"""`pipeline_flow`: the whole pipeline as one Prefect flow of subflows:
+ingest (with the candle validation gate) -> features (with the feature gate) -> train -> per market:
+backtest -> gate -> promote. Bad data stops the flow before training; a failing candidate is
+rejected by the gate without blocking the others. Returns the verdict rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from cta.errors import CTAError
+from flows.evaluate import evaluate_market_flows
+from flows.features import features_flow
+from flows.ingest import ingest_flow
+from flows.train import train_flow
+
+
+@flow(name="pipeline")
+async def pipeline_flow(
+    symbols: list[str] | None = None, timeframes: list[str] | None = None, candidates: list[str] | None = None
+) -> dict[str, Any]:
+    logger = get_run_logger()
+    ingest = await ingest_flow(symbols=symbols, timeframes=timeframes)
+    features = features_flow(symbols=symbols, timeframes=timeframes)
+    training = train_flow(symbols=symbols, timeframes=timeframes, candidates=candidates)
+    versions: dict[str, list[str]] = {}
+    for row in training:
+        if "version" in row:
+            versions.setdefault(row["market"], []).append(str(row["version"]))
+    verdicts: list[dict[str, Any]] = []
+    for market_id, market_versions in versions.items():
+        verdicts += evaluate_market_flows(market_id, market_versions)
+    failed = [row for row in training if "error" in row]
+    for row in failed:
+        verdicts.append(
+            {
+                "market": row["market"],
+                "family": row["family"],
+                "version": "-",
+                "verdict": "failed",
+                "reasons": row["error"],
+            }
+        )
+    if not verdicts:
+        raise CTAError("the pipeline produced no candidate to evaluate")
+    champions = [row for row in verdicts if row["verdict"] == "champion"]
+    logger.info("pipeline done: %d candidates, %d promoted", len(verdicts), len(champions))
+    return {"ingest": ingest, "features": features, "training": training, "verdicts": verdicts}
