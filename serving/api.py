@@ -1,0 +1,394 @@
+"""The serving worker's HTTP API (aiohttp): health, readiness, metrics, read-only views and the kill switch.
+
+`/healthz` and `/readyz` are open (orchestrators probe them); every other route, unknown paths included, needs
+`Authorization: Bearer <CTA_API_TOKEN>`, compared in constant time. Without a configured token those routes
+answer 503: there is no default token. The token and the Authorization header are never logged.
+
+Reads go through the caller's read-only sessions (`session_factory(engine, read_only=True)`), so the API never
+holds the worker's write lock; the kill switch writes through `serving.control` with writing sessions. The
+database is synchronous, so every query runs in a thread and the event loop the worker shares stays free.
+JSON numbers are floats (identifiers stay integers), times are ISO-8601 UTC strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import Engine, select
+from sqlalchemy.engine.base import OptionEngine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from serving import control
+from serving.db import session_factory
+from serving.metrics import METRICS_CONTENT_TYPE, WorkerMetrics
+from serving.models import EquitySnapshot, Order, Position
+from serving.orders import OrderStatus, TradingState
+
+log = logging.getLogger(__name__)
+
+StatusFn = Callable[[], Mapping[str, Any]]
+OnTradingState = Callable[[TradingState, str, bool], Awaitable[None]]
+
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+NO_TOKEN_MESSAGE = "API token not configured: set CTA_API_TOKEN"  # noqa: S105 (a message, not a token)
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+MAX_REASON_CHARS = 1000
+KILL_SWITCH_BY = "api"
+# The access log line: no headers, so never the Authorization header.
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """`value` as ISO-8601 in UTC (None stays None)."""
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def iso_from_ms(ms: int) -> str:
+    """Epoch milliseconds as ISO-8601 UTC."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _json_default(value: Any) -> Any:
+    """What `json.dumps` cannot write itself: datetimes as ISO UTC, enums by value, the rest as text."""
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    if isinstance(value, Enum):
+        return value.value
+    return str(value)
+
+
+_dumps = functools.partial(json.dumps, default=_json_default)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=_dumps)
+
+
+def _bad_request(message: str) -> web.Response:
+    return _json({"error": message}, status=400)
+
+
+def position_json(row: Position) -> dict[str, Any]:
+    return {
+        "market": row.market,
+        "units": float(row.units),
+        "average_price": _float(row.average_price),
+        "realized_pnl": float(row.realized_pnl),
+        "updated_at": iso_utc(row.updated_at),
+    }
+
+
+def order_json(row: Order) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "client_order_id": row.client_order_id,
+        "exchange_order_id": row.exchange_order_id,
+        "market": row.market,
+        "symbol": row.symbol,
+        "side": row.side,
+        "type": row.type,
+        "status": row.status,
+        "amount": float(row.amount),
+        "limit_price": _float(row.limit_price),
+        "filled": float(row.filled),
+        "average_price": _float(row.average_price),
+        "fee_cost": float(row.fee_cost),
+        "fee_currency": row.fee_currency,
+        "decision_id": row.decision_id,
+        "candle_time": iso_from_ms(row.candle_ts),
+        "created_at": iso_utc(row.created_at),
+        "updated_at": iso_utc(row.updated_at),
+        "last_error": row.last_error,
+    }
+
+
+def equity_json(row: EquitySnapshot) -> dict[str, Any]:
+    return {
+        "time": iso_from_ms(row.ts),
+        "market": row.market,
+        "cash": float(row.cash),
+        "position_value": float(row.position_value),
+        "equity": float(row.equity),
+    }
+
+
+def control_json(snapshot: control.ControlSnapshot) -> dict[str, Any]:
+    return {
+        "state": snapshot.state.value,
+        "reason": snapshot.reason,
+        "cancel_open": snapshot.cancel_open,
+        "updated_at": iso_utc(snapshot.updated_at),
+        "updated_by": snapshot.updated_by,
+    }
+
+
+def writing_sessions(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Writing sessions (`serving.db.session_factory`) on the engine behind read-only `sessions`.
+
+    A read-only session factory binds an engine copy with execution options; overriding them does not undo
+    PostgreSQL's READ ONLY (SQLAlchemy applies both), so this goes back to the engine they were made from.
+    Pass `control_sessions` to `build_app` to avoid relying on that.
+    """
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, Engine):
+        raise TypeError("pass control_sessions: the read sessions are not bound to an engine")
+    while isinstance(bind, OptionEngine):
+        bind = bind._proxied  # the engine `execution_options()` was called on (SQLAlchemy keeps no public link)
+    return session_factory(bind)
+
+
+def _limit(request: web.Request) -> int:
+    """The `limit` query parameter (default DEFAULT_LIMIT, 1..MAX_LIMIT); ValueError when malformed."""
+    raw = request.query.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    limit = int(raw)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+def _statuses(raw: str | None) -> list[str] | None:
+    """The `status` query parameter: one status or a comma-separated list; ValueError on an unknown one."""
+    if raw is None or not raw.strip():
+        return None
+    wanted = [part.strip().upper() for part in raw.split(",") if part.strip()]
+    unknown = sorted(set(wanted) - {status.value for status in OrderStatus})
+    if unknown:
+        raise ValueError(f"unknown status {', '.join(unknown)}; use one of {', '.join(s.value for s in OrderStatus)}")
+    return wanted
+
+
+class _Api:
+    """The handlers, holding what `build_app` was given."""
+
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        control_sessions: sessionmaker[Session] | None,
+        metrics: WorkerMetrics,
+        status: StatusFn,
+        token: str | None,
+        on_trading_state: OnTradingState | None,
+    ) -> None:
+        self.sessions = sessions
+        self.control_sessions = control_sessions
+        self.metrics = metrics
+        self.status = status
+        self._expected = None if token is None else f"Bearer {token}".encode()
+        self.on_trading_state = on_trading_state
+
+    # ----- middleware ---------------------------------------------------------------------------------
+
+    @web.middleware
+    async def guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+        """Authenticate every non-public path; turn database failures into 503 instead of a traceback page."""
+        if request.path not in PUBLIC_PATHS:
+            if self._expected is None:
+                return _json({"error": NO_TOKEN_MESSAGE}, status=503)
+            supplied = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(supplied, self._expected):
+                self.metrics.error("api_unauthorized")
+                return _json({"error": "unauthorized"}, status=401)
+        try:
+            return await handler(request)
+        except SQLAlchemyError as error:
+            log.error("API %s %s: database error %s", request.method, request.path, type(error).__name__)
+            self.metrics.error("api_database")
+            return _json({"error": "database unavailable"}, status=503)
+
+    # ----- open ---------------------------------------------------------------------------------------
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        try:
+            status = self.status()
+        except Exception:  # a broken status callback means not ready, never a crashed probe
+            log.exception("status callback failed")
+            return _json({"status": "not ready", "reasons": ["status unavailable"]}, status=503)
+        if status.get("ready"):
+            return _json({"status": "ready"})
+        reasons: Sequence[Any] = status.get("reasons") or []
+        return _json({"status": "not ready", "reasons": [str(reason) for reason in reasons]}, status=503)
+
+    # ----- protected ----------------------------------------------------------------------------------
+
+    async def metrics_page(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    def _read_positions(self) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            return [position_json(row) for row in session.scalars(select(Position).order_by(Position.market))]
+
+    async def positions(self, _request: web.Request) -> web.Response:
+        return _json({"positions": await asyncio.to_thread(self._read_positions)})
+
+    def _read_orders(self, limit: int, statuses: list[str] | None, market: str | None) -> list[dict[str, Any]]:
+        query = select(Order).order_by(Order.id.desc()).limit(limit)
+        if statuses is not None:
+            query = query.where(Order.status.in_(statuses))
+        if market is not None:
+            query = query.where(Order.market == market)
+        with self.sessions() as session:
+            return [order_json(row) for row in session.scalars(query)]
+
+    async def orders(self, request: web.Request) -> web.Response:
+        """Newest orders first: `?limit=` (default 100, at most 1000), `?status=OPEN,FILLED`, `?market=`."""
+        try:
+            limit, statuses = _limit(request), _statuses(request.query.get("status"))
+        except ValueError as error:
+            return _bad_request(str(error))
+        rows = await asyncio.to_thread(self._read_orders, limit, statuses, request.query.get("market"))
+        return _json({"orders": rows})
+
+    def _read_equity(self, limit: int, market: str | None) -> list[dict[str, Any]]:
+        query = select(EquitySnapshot).order_by(EquitySnapshot.ts.desc(), EquitySnapshot.id.desc()).limit(limit)
+        if market is not None:
+            query = query.where(EquitySnapshot.market == market)
+        with self.sessions() as session:
+            return [equity_json(row) for row in reversed(session.scalars(query).all())]
+
+    async def equity(self, request: web.Request) -> web.Response:
+        """The newest `limit` equity snapshots, oldest first (a chart's order); `?market=` for one market."""
+        try:
+            limit = _limit(request)
+        except ValueError as error:
+            return _bad_request(str(error))
+        rows = await asyncio.to_thread(self._read_equity, limit, request.query.get("market"))
+        return _json({"equity": rows})
+
+    async def champion(self, _request: web.Request) -> web.Response:
+        return _json({"models": self.status().get("models", {})})
+
+    async def state(self, _request: web.Request) -> web.Response:
+        snapshot = await asyncio.to_thread(control.trading_state, self.sessions)
+        return _json(control_json(snapshot))
+
+    async def kill_switch(self, request: web.Request) -> web.Response:
+        """POST {"state": "HALTED"|"REDUCING"|"RUNNING", "reason": str, "cancel_open": bool}: persist, then notify."""
+        try:
+            body = await request.json()
+        except ValueError:
+            return _bad_request("body must be JSON")
+        if not isinstance(body, dict):
+            return _bad_request("body must be a JSON object")
+        try:
+            new_state = TradingState(str(body.get("state", "")).upper())
+        except ValueError:
+            return _bad_request(f"state must be one of {', '.join(s.value for s in TradingState)}")
+        reason, cancel_open = body.get("reason"), body.get("cancel_open", False)
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_CHARS:
+            return _bad_request(f"reason must be a non-empty string of at most {MAX_REASON_CHARS} characters")
+        if reason.startswith(control.CANCEL_OPEN_MARKER):
+            return _bad_request(f"reason must not start with {control.CANCEL_OPEN_MARKER!r}")
+        if not isinstance(cancel_open, bool):
+            return _bad_request("cancel_open must be true or false")
+        if self.control_sessions is None:
+            self.control_sessions = writing_sessions(self.sessions)
+        snapshot = await asyncio.to_thread(
+            control.set_trading_state, self.control_sessions, new_state, reason, KILL_SWITCH_BY, cancel_open
+        )
+        self.metrics.state(snapshot.state)
+        notified = await self._notify(snapshot)
+        return _json({**control_json(snapshot), "worker_notified": notified})
+
+    async def _notify(self, snapshot: control.ControlSnapshot) -> bool | None:
+        """Tell the worker now (it would also read the persisted state later); None when nobody listens."""
+        if self.on_trading_state is None:
+            return None
+        try:
+            await self.on_trading_state(snapshot.state, snapshot.reason, snapshot.cancel_open)
+        except Exception:  # the state is persisted either way; report, don't fail the request
+            log.exception("on_trading_state callback failed")
+            self.metrics.error("api_callback")
+            return False
+        return True
+
+
+def build_app(
+    *,
+    sessions: sessionmaker[Session],
+    metrics: WorkerMetrics,
+    status: StatusFn,
+    token: str | None,
+    on_trading_state: OnTradingState | None = None,
+    control_sessions: sessionmaker[Session] | None = None,
+) -> web.Application:
+    """The API application.
+
+    `sessions` are read-only sessions for the views; `control_sessions` write the kill switch (by default,
+    writing sessions on the engine behind `sessions`). `status()` returns at least {"ready": bool} and may add
+    "reasons" (why not ready) and "models" (shown by /api/champion). `token` None disables every protected
+    route (503). `on_trading_state(state, reason, cancel_open)` is awaited after the kill switch is persisted.
+    """
+    api = _Api(
+        sessions=sessions,
+        control_sessions=control_sessions,
+        metrics=metrics,
+        status=status,
+        token=token,
+        on_trading_state=on_trading_state,
+    )
+    app = web.Application(middlewares=[api.guard])
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/readyz", api.readyz)
+    app.router.add_get("/metrics", api.metrics_page)
+    app.router.add_get("/api/positions", api.positions)
+    app.router.add_get("/api/orders", api.orders)
+    app.router.add_get("/api/equity", api.equity)
+    app.router.add_get("/api/champion", api.champion)
+    app.router.add_get("/api/state", api.state)
+    app.router.add_post("/api/kill-switch", api.kill_switch)
+    return app
+
+
+class ApiServer:
+    """Runs an application on a TCP port inside the current event loop: `await start(host, port)`, `await stop()`."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self._runner: web.AppRunner | None = None
+        self.url: str | None = None
+
+    async def start(self, host: str, port: int) -> str:
+        """Listen on `host`:`port` (0 picks a free port) and return the base URL."""
+        if self._runner is not None:
+            raise RuntimeError("API server already started")
+        runner = web.AppRunner(self.app, access_log_format=ACCESS_LOG_FORMAT)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self.url = f"http://{shown}:{bound_port}"
+        log.info("API listening on %s", self.url)
+        return self.url
+
+    async def stop(self) -> None:
+        """Stop listening and finish the open requests; a no-op when not started."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+            self.url = None

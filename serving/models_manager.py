@@ -1,0 +1,140 @@
+"""Which model each market trades with: the version holding the registry's `champion` alias.
+
+The manager polls the alias; when it moves, it loads the new version off the event loop, runs a smoke
+prediction on recent feature rows, and only then swaps it in. Any failure (missing or corrupt
+artifact, a prediction that is not a position) keeps the last good model serving and is reported.
+With no champion a market trades nothing, and says why."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from backtests.promotion import CHAMPION
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    model: Any  # mlflow.pyfunc.PyFuncModel
+    input_names: tuple[str, ...]
+    history_rows: int
+    created_ms: int  # registry creation time of the version (wall clock)
+
+    def age_days(self, now_ms: float) -> float:
+        return (now_ms - self.created_ms) / 86_400_000
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        output = self.model.predict(features[list(self.input_names)])
+        return np.asarray(output, dtype="float64").reshape(-1)
+
+
+@dataclass
+class ModelSlot:
+    """One market's model: the one serving, and what the last check found."""
+
+    name: str
+    current: LoadedModel | None = None
+    problem: str | None = None  # why the market has no (new) model, for status and logs
+    failed_version: str | None = None  # a version that failed to load (not retried until the alias moves)
+    checked_at: float = field(default=0.0)
+
+
+def smoke_check(model: LoadedModel, rows: pd.DataFrame) -> None:
+    """Predict on recent rows: one finite position in [-1, 1] per row, else ValueError."""
+    if rows.empty:
+        raise ValueError("no feature rows to smoke-test the model with")
+    output = model.predict(rows)
+    if len(output) != len(rows):
+        raise ValueError(f"smoke prediction returned {len(output)} values for {len(rows)} rows")
+    if not np.all(np.isfinite(output)) or np.any(np.abs(output) > 1.0):
+        raise ValueError(f"smoke prediction is not a position in [-1, 1]: {output[:5]}")
+
+
+def load_version(client: MlflowClient, name: str, version: str) -> LoadedModel:
+    import mlflow
+
+    details = client.get_model_version(name, version)
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    metadata = model.metadata
+    schema = metadata.get_input_schema()
+    if schema is None:
+        raise ValueError(f"{name} v{version} has no input signature")
+    history = int((metadata.metadata or {}).get("history_rows", 1))
+    return LoadedModel(name, version, model, tuple(schema.input_names()), history, int(details.creation_timestamp))
+
+
+class ModelManager:
+    """Polls the champion alias of each market's registered model and hot-swaps safely."""
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        names: dict[str, str],
+        smoke_rows: Callable[[str], pd.DataFrame],
+        *,
+        poll_s: float,
+        loader: Callable[[MlflowClient, str, str], LoadedModel] = load_version,
+    ) -> None:
+        self.client = client
+        self.slots = {market: ModelSlot(name) for market, name in names.items()}
+        self.smoke_rows = smoke_rows
+        self.poll_s = poll_s
+        self.loader = loader
+
+    def model(self, market: str) -> LoadedModel | None:
+        return self.slots[market].current
+
+    def problem(self, market: str) -> str | None:
+        return self.slots[market].problem
+
+    async def refresh_due(self) -> None:
+        """Check every market whose last check is older than the poll interval."""
+        now = time.monotonic()
+        for market, slot in self.slots.items():
+            if now - slot.checked_at >= self.poll_s:
+                await self.refresh(market)
+
+    async def refresh(self, market: str) -> None:
+        slot = self.slots[market]
+        slot.checked_at = time.monotonic()
+        try:
+            champion = await asyncio.to_thread(self.client.get_model_version_by_alias, slot.name, CHAMPION)
+        except MlflowException as e:
+            if slot.current is None:
+                slot.problem = f"no champion for {slot.name} (nothing trades until one is promoted)"
+            else:
+                slot.problem = f"cannot read the champion alias ({type(e).__name__}); keeping v{slot.current.version}"
+            log.warning("%s: %s", market, slot.problem)
+            return
+        version = str(champion.version)
+        if slot.current is not None and slot.current.version == version:
+            slot.problem = None
+            return
+        if slot.failed_version == version:
+            return
+        try:
+            loaded = await asyncio.to_thread(self.loader, self.client, slot.name, version)
+            rows = self.smoke_rows(market)
+            await asyncio.to_thread(smoke_check, loaded, rows.tail(max(loaded.history_rows * 4, 8)))
+        except Exception as e:  # noqa: BLE001 (any load or smoke failure keeps the last good model)
+            slot.failed_version = version
+            kept = f"keeping v{slot.current.version}" if slot.current else "no model serving"
+            slot.problem = f"champion v{version} failed to load or smoke-test ({type(e).__name__}: {e}); {kept}"
+            log.error("%s: %s", market, slot.problem)
+            return
+        previous = slot.current.version if slot.current else None
+        slot.current, slot.problem, slot.failed_version = loaded, None, None
+        log.info("%s: now trading with %s v%s (was %s)", market, slot.name, version, previous or "none")

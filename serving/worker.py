@@ -1,0 +1,414 @@
+"""The serving worker: for each configured market, on each newly CLOSED candle:
+fetch (ccxt) -> validate -> features (the one feature function) -> push to the online store -> read
+back through Feast -> champion.predict -> decide() -> risk checks -> broker.
+
+Every decision is recorded (model version, feature hash, inputs) before any order; the broker records
+each order's intent before sending it. The clock is injected: the market clock of the venue, or the
+replay clock of the local exchange in the demo and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from backtests.engine import Execution, liquidation_equity, order_units
+from cta.config import Settings
+from cta.decide import decide
+from cta.errors import CTAError
+from cta.lake import Market
+from cta.timeframes import timeframe_ms
+from cta.validation import candle_problem
+from features.compute import compute_features, history_needed
+from serving.control import set_trading_state, trading_state
+from serving.models import Decision, EquitySnapshot
+from serving.models_manager import ModelManager
+from serving.orders import TradingState
+from serving.paper import PaperBroker
+from serving.risk import RiskState, check_order, should_halt
+from serving.types import Broker, OrderRequest
+
+log = logging.getLogger(__name__)
+
+CANDLE_COLUMNS = ["ts", "open", "high", "low", "close", "volume"]
+
+
+@dataclass
+class MarketState:
+    """What the worker keeps per market between candles."""
+
+    market: Market
+    bar_ms: int
+    candles: deque[list[Any]]  # the last candles, enough for every feature
+    features: deque[dict[str, float]]  # the last feature rows (model context)
+    target: float = 0.0  # the position decided last (fraction of equity)
+    last_ts: int | None = None  # open time of the newest candle processed
+    bars: int = 0  # candles processed since start
+    peak_equity: float = 0.0
+    day_open_equity: float = 0.0
+    day: int = -1
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    market: str
+    candle_ts: int
+    prediction: float | None
+    target: float
+    delta: float
+    order: str | None  # client order id of the order sent, if any
+    reason: str
+    latency_s: float
+
+
+class Worker:
+    """One process, several markets. `step()` processes every newly closed candle once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        markets: list[Market],
+        sessions: sessionmaker[Session],
+        broker: Broker,
+        models: ModelManager,
+        store: Any,  # features.feast_store.FeatureStoreAdapter
+        fetch_candles: Callable[[Market, int, int], Awaitable[list[list[Any]]]],
+        now_ms: Callable[[], Awaitable[int]],
+        metrics: Any | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.broker = broker
+        self.models = models
+        self.store = store
+        self.fetch_candles = fetch_candles
+        self.now_ms = now_ms
+        self.metrics = metrics
+        self.execution = Execution.from_settings(settings.costs, settings.backtest)
+        self.names = list(settings.features.names) if settings.features.names else None
+        self.history = history_needed(self.names)
+        self.states = {
+            str(m): MarketState(m, timeframe_ms(m.timeframe), deque(maxlen=self.history + 8), deque(maxlen=256))
+            for m in markets
+        }
+        self.decisions: list[DecisionRecord] = []
+
+    # --- start-up ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Reconcile the broker before any order, restore each market's last decision, warm the
+        candle history up to the last closed candle."""
+        report = await self.broker.start()
+        if report.changed:
+            log.warning("reconciliation at start: %s", report)
+        now = await self.now_ms()
+        for key, state in self.states.items():
+            with self.sessions() as session:
+                last = session.scalar(
+                    select(Decision).where(Decision.market == key).order_by(Decision.candle_ts.desc()).limit(1)
+                )
+            if last is not None:
+                state.target, state.last_ts = last.target, last.candle_ts
+            end = state.last_ts if state.last_ts is not None else _last_closed_open(now, state.bar_ms)
+            since = end - (self.history + 4) * state.bar_ms
+            rows = [r for r in await self.fetch_candles(state.market, since, self.history + 8) if r[0] <= end]
+            for row in rows:
+                state.candles.append(list(row))
+            if state.last_ts is None and rows:
+                state.last_ts = int(rows[-1][0])
+            self._warm_features(state)
+            log.info("%s: warmed %d candles up to %s; target %.2f", key, len(rows), state.last_ts, state.target)
+
+    def _warm_features(self, state: MarketState) -> None:
+        if len(state.candles) < self.history:
+            return
+        frame = compute_features(_frame(state.candles), self.names)
+        for _, row in frame.tail(state.features.maxlen or 256).iterrows():
+            state.features.append({k: float(v) for k, v in row.items() if k != "ts"})
+
+    # --- the loop ---------------------------------------------------------------------------------
+    async def step(self) -> int:
+        """Process every candle that closed since the last step, market by market, in time order."""
+        now = await self.now_ms()
+        processed = 0
+        for state in self.states.values():
+            if self.settings.serving.max_bars and state.bars >= self.settings.serving.max_bars:
+                continue
+            last_closed = _last_closed_open(now, state.bar_ms)
+            if state.last_ts is not None and last_closed <= state.last_ts:
+                continue
+            since = (state.last_ts + state.bar_ms) if state.last_ts is not None else last_closed
+            rows = await self.fetch_candles(state.market, since, 1000)
+            for row in rows:
+                if int(row[0]) > last_closed:
+                    break
+                if self.settings.serving.max_bars and state.bars >= self.settings.serving.max_bars:
+                    break
+                await self.on_candle(state, row, now)
+                processed += 1
+        return processed
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Loop until `stop` is set or every market has processed `serving.max_bars` candles."""
+        limit = self.settings.serving.max_bars
+        while stop is None or not stop.is_set():
+            await self.models.refresh_due()
+            await self.step()
+            if limit and all(s.bars >= limit for s in self.states.values()):
+                return
+            await asyncio.sleep(self.settings.serving.poll_interval_s)
+
+    async def on_candle(self, state: MarketState, row: list[Any], now: int) -> DecisionRecord | None:
+        """One closed candle: validate, fill paper orders at its open, features, decide, order."""
+        seen = time.perf_counter()
+        market, key = state.market, str(state.market)
+        problem = candle_problem(row, market.timeframe, now, state.last_ts)
+        if problem is not None:
+            state.skipped.append(f"{row[0]}: {problem}")
+            log.warning("%s: candle %s skipped: %s (no decision on it)", key, row[0], problem)
+            if self.metrics:
+                self.metrics.error("malformed_candle")
+            if problem not in ("duplicate timestamp", "timestamp not increasing"):
+                state.last_ts = max(state.last_ts or 0, int(row[0])) if isinstance(row[0], int) else state.last_ts
+            return None
+        ts, open_price, close = int(row[0]), float(row[1]), float(row[4])
+        if isinstance(self.broker, PaperBroker):
+            self.broker.fill_pending(market, ts, open_price)
+        state.candles.append([ts, open_price, float(row[2]), float(row[3]), close, float(row[5])])
+        state.last_ts = ts
+        state.bars += 1
+        inputs = self._features(state, ts)
+        record = await self._decide(state, ts=ts, close=close, inputs=inputs, now=now, seen=seen)
+        await self._snapshot(state, ts, close)
+        return record
+
+    def _features(self, state: MarketState, ts: int) -> dict[str, float] | None:
+        """Compute the newest feature row, push it to the online store and read it back through Feast
+        (the serving path of the feature store). None while the history is too short."""
+        if len(state.candles) < self.history:
+            return None
+        frame = compute_features(_frame(state.candles).tail(self.history).reset_index(drop=True), self.names)
+        newest = frame.iloc[[-1]].drop(columns=["ts"])
+        close_time = pd.Timestamp(ts + state.bar_ms, unit="ms", tz="UTC")
+        push = newest.assign(market_id=str(state.market), event_timestamp=close_time)
+        self.store.push(push)
+        online = self.store.online([str(state.market)])
+        stamp = online["event_timestamp"].iloc[0]
+        if pd.isna(stamp) or stamp < close_time:
+            raise CTAError(f"{state.market}: online features are stale ({stamp} < {close_time})")
+        values = {name: float(online[name].iloc[0]) for name in newest.columns}
+        state.features.append(values)
+        return values
+
+    async def _decide(
+        self, state: MarketState, *, ts: int, close: float, inputs: dict[str, float] | None, now: int, seen: float
+    ) -> DecisionRecord:
+        key = str(state.market)
+        model = self.models.model(key)
+        prediction: float | None = None
+        reason = ""
+        if inputs is None:
+            reason = "not enough history for features"
+        elif model is None:
+            reason = self.models.problem(key) or "no model"
+        else:
+            context = pd.DataFrame(list(state.features)[-max(model.history_rows * 4, 1) :])
+            try:
+                prediction = float(model.predict(context)[-1])
+            except Exception as e:  # noqa: BLE001 (a failing model makes no order, never a crash)
+                reason = f"model failed: {type(e).__name__}: {e}"
+                if self.metrics:
+                    self.metrics.error("model_predict")
+        intent = decide(prediction if prediction is not None else float("nan"), state.target, self.settings.limits)
+        order_id: str | None = None
+        decision_id = self._record_decision(
+            state,
+            ts=ts,
+            model=model,
+            inputs=inputs,
+            prediction=prediction,
+            target=intent.target,
+            delta=intent.delta,
+            reason=reason,
+        )
+        if intent.is_order:
+            order_id, reason = await self._order(
+                state,
+                ts=ts,
+                close=close,
+                target=intent.target,
+                delta=intent.delta,
+                decision_id=decision_id,
+                model=model,
+                now=now,
+            )
+            if order_id is not None:
+                state.target = intent.target
+            self._update_reason(decision_id, reason, state.target)
+        latency = time.perf_counter() - seen
+        if self.metrics:
+            self.metrics.decision(key, latency)
+        record = DecisionRecord(key, ts, prediction, state.target, intent.delta, order_id, reason, latency)
+        self.decisions.append(record)
+        return record
+
+    async def _order(
+        self,
+        state: MarketState,
+        *,
+        ts: int,
+        close: float,
+        target: float,
+        delta: float,
+        decision_id: int,
+        model: Any,
+        now: int,
+    ) -> tuple[str | None, str]:
+        """Risk-check and send the order; returns (client order id or None, reason)."""
+        holdings = await self.broker.holdings(state.market)
+        execution = self.execution
+        equity = holdings.cash + holdings.units * close
+        wanted = order_units(
+            target * execution.position_fraction,
+            liquidation_equity(holdings.cash, holdings.units, close, execution.slippage, execution.fee_rate),
+            close,
+            execution.slippage,
+            execution.fee_rate,
+        )
+        amount = wanted - holdings.units
+        request = OrderRequest(
+            market=state.market,
+            side="buy" if delta > 0 else "sell",
+            amount=abs(amount),
+            target=target,
+            candle_ts=ts,
+            reference_price=close,
+            decision_id=decision_id,
+        )
+        control = trading_state(self.sessions)
+        risk_state = RiskState(
+            trading_state=TradingState(control.state),
+            equity=equity,
+            day_open_equity=state.day_open_equity or equity,
+            peak_equity=max(state.peak_equity, equity),
+            position_units=holdings.units,
+            price=close,
+            candle_age_ms=max(0, now - (ts + state.bar_ms)),
+            features_age_ms=max(0, now - (ts + state.bar_ms)),
+            bar_ms=state.bar_ms,
+            model_age_days=model.age_days(time.time() * 1000) if model is not None else None,
+            max_model_age_days=self.settings.serving.max_model_age_days,
+        )
+        verdict = check_order(request, risk_state, self.settings.serving.risk)
+        if not verdict.allowed:
+            log.warning("%s: order blocked by risk: %s", state.market, "; ".join(verdict.reasons))
+            return None, "blocked: " + "; ".join(verdict.reasons)
+        outcome = await self.broker.submit(request)
+        if self.metrics:
+            self.metrics.order(str(state.market), outcome.status.value)
+        return outcome.client_order_id, f"order {outcome.client_order_id} {outcome.status.value}"
+
+    def _record_decision(
+        self,
+        state: MarketState,
+        *,
+        ts: int,
+        model: Any,
+        inputs: dict[str, float] | None,
+        prediction: float | None,
+        target: float,
+        delta: float,
+        reason: str,
+    ) -> int:
+        payload = json.dumps(inputs or {}, sort_keys=True)
+        with self.sessions() as session:
+            decision = Decision(
+                market=str(state.market),
+                candle_ts=ts,
+                model_name=model.name if model else "",
+                model_version=model.version if model else "",
+                feature_hash=hashlib.sha256(payload.encode()).hexdigest()[:16],
+                inputs=payload,
+                prediction=prediction if prediction is None or np.isfinite(prediction) else None,
+                target=target,
+                delta=delta,
+                reason=reason or ("order" if delta else "hold"),
+            )
+            session.add(decision)
+            session.commit()
+            return int(decision.id)
+
+    def _update_reason(self, decision_id: int, reason: str, target: float) -> None:
+        with self.sessions() as session:
+            decision = session.get(Decision, decision_id)
+            if decision is not None:
+                decision.reason, decision.target = reason, target
+                session.commit()
+
+    async def _snapshot(self, state: MarketState, ts: int, close: float) -> None:
+        holdings = await self.broker.holdings(state.market)
+        equity = holdings.cash + holdings.units * close
+        day = ts // 86_400_000
+        if day != state.day:
+            state.day, state.day_open_equity = day, equity
+        state.peak_equity = max(state.peak_equity, equity)
+        with self.sessions() as session:
+            session.add(
+                EquitySnapshot(
+                    ts=ts + state.bar_ms,
+                    market=str(state.market),
+                    cash=holdings.cash,
+                    position_value=holdings.units * close,
+                    equity=equity,
+                )
+            )
+            session.commit()
+        if self.metrics:
+            self.metrics.equity(str(state.market), equity)
+        halt = should_halt(
+            RiskState(
+                trading_state=TradingState(trading_state(self.sessions).state),
+                equity=equity,
+                day_open_equity=state.day_open_equity,
+                peak_equity=state.peak_equity,
+                position_units=holdings.units,
+                price=close,
+                candle_age_ms=0,
+                features_age_ms=0,
+                bar_ms=state.bar_ms,
+                model_age_days=0.0,
+                max_model_age_days=self.settings.serving.max_model_age_days,
+            ),
+            self.settings.serving.risk,
+        )
+        if halt:
+            set_trading_state(self.sessions, TradingState.HALTED, halt, "risk")
+            log.error("%s: trading HALTED: %s", state.market, halt)
+
+    def decision_count(self) -> int:
+        with self.sessions() as session:
+            return int(session.scalar(select(func.count(Decision.id))) or 0)
+
+
+def _frame(candles: deque[list[Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(list(candles), columns=CANDLE_COLUMNS)
+    frame["ts"] = frame["ts"].astype("int64")
+    return frame
+
+
+def _last_closed_open(now_ms: int, bar_ms: int) -> int:
+    """Open time of the newest candle that has closed at `now_ms`."""
+    return (now_ms // bar_ms) * bar_ms - bar_ms

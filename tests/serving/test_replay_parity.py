@@ -1,0 +1,138 @@
+"""Replay parity: the out-of-sample candles fed bar by bar through the serving worker (features pushed
+to and read back from Feast, the champion loaded from the MLflow registry, decide(), risk checks, the
+paper broker) produce exactly the backtest's decisions and fills."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from sqlalchemy import select
+
+from backtests.engine import Execution, run_fast
+from backtests.evaluate import model_positions, out_of_sample_window
+from backtests.promotion import promote, registry_lock
+from cta.lake import Market
+from features.compute import compute_features
+from features.feast_store import FeatureStoreAdapter
+from features.registry import registry_version
+from serving.db import make_engine, session_factory, upgrade
+from serving.models import Fill, Order
+from serving.models_manager import ModelManager
+from serving.paper import PaperBroker
+from serving.worker import Worker
+from tests.conftest import load_test_settings
+from tests.factories import real_candles, training_data
+from training.dataset import assemble
+from training.splits import train_validation_oos
+from training.tracking import configure_mlflow, registered_model_name
+from training.train import train_candidate
+
+pytestmark = pytest.mark.integration
+
+MARKET = Market("binance", "BTC/USDT", "1h")
+BAR_MS = 3_600_000
+
+
+@pytest.fixture
+def champion_settings(tmp_path: Path) -> Any:
+    settings = load_test_settings(
+        paths={"data_dir": str(tmp_path / "data"), "logs_dir": str(tmp_path / "logs")},
+        training={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_root": str(tmp_path / "mlruns")},
+        features={"feast_dir": str(tmp_path / "feast"), "table_dir": str(tmp_path / "features")},
+        serving={
+            "database_url": f"sqlite:///{tmp_path / 'serving.db'}",
+            "risk": {"daily_loss_limit": 1.0, "max_drawdown_halt": 1.0},  # limits the backtest does not model
+        },
+    )
+    configure_mlflow(settings)
+    outcome = train_candidate("logistic", training_data(rows=3000), settings, registry_version())
+    name = registered_model_name(MARKET)
+    lock = registry_lock(settings.training.tracking_uri, tmp_path / "locks", name)
+    promote(MlflowClient(), name, outcome.version, expected_champion=None, reason="test", lock=lock)
+    return settings
+
+
+def test_worker_replay_reproduces_the_backtest(champion_settings: Any, tmp_path: Path) -> None:
+    settings = champion_settings
+    candles = real_candles("BTCUSDT", "1h", 3000)
+    dataset = assemble(MARKET, candles, compute_features(candles), horizon=4, dead_zone_bps=10.0)
+    split = train_validation_oos(len(dataset), 0.15, 0.2, 4)
+    window = out_of_sample_window(dataset, split.out_of_sample, candles)
+    model = mlflow.pyfunc.load_model(f"models:/{registered_model_name(MARKET)}@champion")
+    execution = Execution.from_settings(settings.costs, settings.backtest)
+    backtest = run_fast(window.bars, model_positions(model, window), settings.limits, execution)
+    assert len(backtest.fills) >= 5  # the model trades in this window
+
+    worker, broker, sessions = build_worker(settings, candles, tmp_path, start=int(window.bars.ts[0]))
+    rows = candles[candles["ts"] >= window.bars.ts[0]].head(len(window.bars))
+    asyncio.run(replay(worker, rows))
+
+    targets = np.array([d.target for d in worker.decisions])
+    np.testing.assert_array_equal(targets, backtest.targets)
+    with sessions() as session:
+        fills = session.execute(select(Fill.ts, Fill.price, Fill.amount, Order.side).join(Order)).all()
+    bar_of = {int(ts): i for i, ts in enumerate(window.bars.ts)}
+    np.testing.assert_array_equal([bar_of[f.ts] for f in fills], backtest.fills.bar)
+    np.testing.assert_allclose([f.price for f in fills], backtest.fills.price, rtol=1e-12)
+    signed = [f.amount if f.side == "buy" else -f.amount for f in fills]
+    np.testing.assert_allclose(signed, backtest.fills.units, rtol=1e-9)
+    _, cash = broker.account(MARKET)
+    units = backtest.units[-1]
+    assert cash + units * window.bars.close[-1] == pytest.approx(backtest.metrics["final_equity"], rel=1e-9)
+
+
+def build_worker(settings: Any, candles: pd.DataFrame, tmp_path: Path, start: int) -> tuple[Worker, PaperBroker, Any]:
+    engine = make_engine(settings.serving.database_url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    clock = {"now": start}  # the window's first bar has not closed yet
+
+    async def now_ms() -> int:
+        return clock["now"]
+
+    async def fetch(market: Market, since: int, limit: int) -> list[list[Any]]:
+        chunk = candles[candles["ts"] >= since].head(limit)
+        return [[int(r.ts), r.open, r.high, r.low, r.close, r.volume] for r in chunk.itertuples()]
+
+    store = FeatureStoreAdapter(tmp_path / "feast", tmp_path / "features", online="sqlite")
+    store.apply()
+    execution = Execution.from_settings(settings.costs, settings.backtest)
+    broker = PaperBroker(sessions, execution, "cta", lambda: clock["now"])
+    holder: dict[str, Worker] = {}
+    manager = ModelManager(
+        MlflowClient(),
+        {str(MARKET): registered_model_name(MARKET)},
+        lambda market: pd.DataFrame(list(holder["worker"].states[market].features)),
+        poll_s=3600,
+    )
+    worker = Worker(
+        settings,
+        markets=[MARKET],
+        sessions=sessions,
+        broker=broker,
+        models=manager,
+        store=store,
+        fetch_candles=fetch,
+        now_ms=now_ms,
+    )
+    holder["worker"] = worker
+    worker.clock = clock  # type: ignore[attr-defined]
+    return worker, broker, sessions
+
+
+async def replay(worker: Worker, rows: pd.DataFrame) -> None:
+    await worker.start()
+    await worker.models.refresh(str(MARKET))
+    assert worker.models.model(str(MARKET)) is not None, worker.models.problem(str(MARKET))
+    state = worker.states[str(MARKET)]
+    for row in rows.itertuples():
+        candle = [int(row.ts), row.open, row.high, row.low, row.close, row.volume]
+        worker.clock["now"] = int(row.ts) + BAR_MS  # type: ignore[attr-defined]
+        await worker.on_candle(state, candle, int(row.ts) + BAR_MS)
