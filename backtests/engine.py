@@ -204,15 +204,26 @@ def _simulate(  # noqa: PLR0917 (a numba kernel takes plain positional arrays)
     return equity, held, fill_bar[:count], fill_units[:count], fill_prices[:count], fill_fees[:count]
 
 
+@numba.njit(cache=True)
+def _count_outside(predictions: np.ndarray) -> int:
+    """How many finite predictions lie outside [-1, 1] (NaN compares False, so it is not counted)."""
+    count = 0
+    for value in predictions:
+        if 1.0 < abs(value) < math.inf:
+            count += 1
+    return count
+
+
 def check_predictions(predictions: np.ndarray, ts: np.ndarray | None = None) -> None:
-    """Refuse predictions outside [-1, 1] (NaN is allowed: it never becomes an order)."""
-    finite = np.isfinite(predictions)
-    outside = finite & (np.abs(np.where(finite, predictions, 0.0)) > 1.0)
-    if outside.any():
-        first = int(np.argmax(outside))
+    """Refuse predictions outside [-1, 1] (NaN is allowed: it never becomes an order). One compiled
+    count over the predictions; the message (first offender) is only built when there is one."""
+    outside = _count_outside(np.ascontiguousarray(predictions, dtype="float64"))
+    if outside:
+        finite = np.isfinite(predictions)
+        first = int(np.argmax(finite & (np.abs(np.where(finite, predictions, 0.0)) > 1.0)))
         where = f" at ts {int(ts[first])}" if ts is not None else f" at row {first}"
         raise InvalidPredictions(
-            f"model predictions must be positions in [-1, 1]: {int(outside.sum())} outside, "
+            f"model predictions must be positions in [-1, 1]: {outside} outside, "
             f"first {float(predictions[first])!r}{where}"
         )
 
@@ -221,12 +232,13 @@ def result_metrics(
     bars: Bars, equity: np.ndarray, units: np.ndarray, fills: Fills, initial_cash: float
 ) -> dict[str, float]:
     """Every metric of one run, computed the same way for both engines. The curve starts at the
-    initial cash (before the first bar), so a loss at the first fill shows."""
-    curve = np.concatenate([[initial_cash], equity])
-    notional = float(np.sum(np.abs(fills.units) * fills.price))
-    metrics = equity_metrics(curve, bars.timeframe)
-    metrics |= trade_metrics(units, len(fills), notional, curve, round_trip_pnls(fills.units, fills.price, fills.fee))
-    metrics["final_equity"] = float(curve[-1])
+    initial cash (before the first bar), so a loss at the first fill shows; the cash is passed apart
+    (`start`), not prepended, so the 1-minute year's curve is never copied."""
+    notional = float(np.sum(np.abs(fills.units) * fills.price))  # one value per fill: small
+    trips = round_trip_pnls(fills.units, fills.price, fills.fee)
+    metrics = equity_metrics(equity, bars.timeframe, start=initial_cash)
+    metrics |= trade_metrics(units, len(fills), notional, equity, trips, start=initial_cash)
+    metrics["final_equity"] = float(equity[-1]) if len(equity) else float(initial_cash)
     metrics["bars"] = float(len(bars))
     return metrics
 

@@ -134,7 +134,7 @@ def promote(
         client.set_registered_model_alias(name, CHAMPION, version)
         client.set_registered_model_tag(name, HISTORY_TAG, json.dumps([*history, version]))
         tag_version(client, name, version, {VERDICT_TAG: CHAMPION, "promotion_reason": reason})
-        log.info("%s: v%s is the champion (previous: v%s)", name, version, current_version)
+        log.info("%s: v%s is the champion (previous: %s)", name, version, f"v{current_version}" if current_version else "none")
         return Move(name, CHAMPION, version, current_version, reason)
 
 

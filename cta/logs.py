@@ -71,6 +71,7 @@ def configure_logging(settings: LoggingSettings, logs_dir: Path, secrets: Iterab
         "httpx",
         "httpcore",
         "feast",
+        "alembic",
     ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     return log_file

@@ -15,6 +15,7 @@ from backtests.engine import (
     decide_targets,
     run_fast,
 )
+from backtests.metrics import bar_returns, bars_per_year, cagr, max_drawdown, sharpe, sortino
 from cta.decide import Limits, decide_path
 from tests.factories import real_candles
 
@@ -90,6 +91,28 @@ GOLDEN: dict[str, float] = {
     "exposure": 0.56,
     "turnover": 186.1605871826141,
 }
+
+
+def test_metrics_equal_the_numpy_definitions_on_the_curve_with_the_initial_cash() -> None:
+    """result_metrics passes the initial cash apart (no copy of the curve): the numbers must be those of
+    the curve with the cash prepended, computed with the plain numpy definitions."""
+    bars = real_bars(rows=3000)
+    result = run_fast(bars, momentum_signal(bars), LONG_SHORT, EXECUTION)
+    curve = np.concatenate([[EXECUTION.initial_cash], result.equity])
+    periods = bars_per_year(bars.timeframe)
+    returns = bar_returns(curve)
+    expected = {
+        "total_return": curve[-1] / curve[0] - 1.0,
+        "cagr": cagr(curve, periods),
+        "sharpe": sharpe(returns, periods),
+        "sortino": sortino(returns, periods),
+        "max_drawdown": max_drawdown(curve),
+        "exposure": np.mean(result.units != 0),
+        "turnover": np.sum(np.abs(result.fills.units) * result.fills.price) / np.mean(curve),
+        "final_equity": curve[-1],
+    }
+    for key, value in expected.items():
+        assert result.metrics[key] == pytest.approx(value, rel=1e-12), key
 
 
 def test_rerun_is_bit_identical() -> None:
