@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: venv            ## the whole job on embedded defaults
-	$(BIN)/cta demo
+demo: venv            ## the whole job on embedded defaults (the demo profile: config/demo.json)
+	$(BIN)/cta --profile demo demo
 
 test: venv            ## the whole test suite
 	$(BIN)/python -m pytest

@@ -39,6 +39,7 @@ lake_app = typer.Typer(no_args_is_help=True, help="The candle lake.")
 flows_app = typer.Typer(no_args_is_help=True, help="Prefect flows and scheduled deployments.")
 features_app = typer.Typer(no_args_is_help=True, help="Features: the registry, the feature tables, Feast.")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
+ledger_app = typer.Typer(no_args_is_help=True, help="The hash-chained ledger of promotions, decisions, orders, fills.")
 models_app = typer.Typer(no_args_is_help=True, help="Models in the MLflow registry: verdicts, champion, rollback.")
 app.add_typer(exchange_app, name="exchange")
 app.add_typer(lake_app, name="lake")
@@ -46,6 +47,7 @@ app.add_typer(flows_app, name="flows")
 app.add_typer(features_app, name="features")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
+app.add_typer(ledger_app, name="ledger")
 
 SymbolOpt = Annotated[list[str] | None, typer.Option("--symbol", "-s", help="Symbol, e.g. BTC/USDT (repeatable).")]
 TimeframeOpt = Annotated[list[str] | None, typer.Option("--timeframe", "-t", help="Timeframe, e.g. 1h (repeatable).")]
@@ -468,6 +470,81 @@ def models_rollback(ctx: typer.Context, symbol: SymbolOpt = None, timeframe: Tim
     console.print(f"{name}: rolled back from v{move.previous} to v{move.version}")
 
 
+# --- serving -------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    ctx: typer.Context,
+    bars: Annotated[int | None, typer.Option("--bars", help="Stop after this many candles per market.")] = None,
+) -> None:
+    """Trade the champion of each configured market on every newly closed candle (paper by default).
+    Ctrl-C stops; state is reconciled at the next start."""
+    from serving.app import serve as run_serving
+
+    settings = _settings(ctx)
+    if bars is not None:
+        settings = settings.model_copy(update={"serving": settings.serving.model_copy(update={"max_bars": bars})})
+    _print_serving(asyncio.run(run_serving(settings)))
+
+
+def _print_serving(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="paper trading" if rows else "serving")
+    for column in ("market", "model", "bars", "decisions", "orders", "fills", "PnL", "buy & hold", "note"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["market"],
+            row["model"],
+            str(row["bars"]),
+            str(row["decisions"]),
+            str(row["orders"]),
+            str(row["fills"]),
+            f"{row['pnl']:+.2%}",
+            f"{row['buy_and_hold']:+.2%}",
+            row["note"],
+        )
+    console.print(table)
+
+
+@app.command("kill-switch")
+def kill_switch(
+    ctx: typer.Context,
+    state: Annotated[str, typer.Argument(help="halt (no orders), reduce (exits only) or resume.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the ledger).")],
+    cancel_open: Annotated[bool, typer.Option("--cancel-open", help="With halt: also cancel open orders.")] = False,
+) -> None:
+    """Set the persisted trading state; a running worker obeys it at its next candle, a restarted one too."""
+    from serving.app import database_url
+    from serving.control import set_trading_state
+    from serving.db import make_engine, session_factory, upgrade
+    from serving.orders import TradingState
+
+    states = {"halt": TradingState.HALTED, "reduce": TradingState.REDUCING, "resume": TradingState.RUNNING}
+    if state not in states:
+        raise CTAError(f"kill-switch state must be one of {', '.join(states)}, not {state!r}")
+    settings = _settings(ctx)
+    engine = make_engine(database_url(settings))
+    upgrade(engine)
+    snapshot = set_trading_state(session_factory(engine), states[state], reason, "cli", cancel_open=cancel_open)
+    console.print(f"trading state: {snapshot.state} ({snapshot.reason})")
+
+
+@ledger_app.command("verify")
+def ledger_verify(ctx: typer.Context) -> None:
+    """Check the ledger's hash chain: an edited, deleted or reordered entry fails (exit code 1)."""
+    from serving.app import database_url
+    from serving.db import make_engine, session_factory, upgrade
+    from serving.ledger import verify
+
+    settings = _settings(ctx)
+    engine = make_engine(database_url(settings))
+    upgrade(engine)
+    with session_factory(engine, read_only=True)() as session:
+        report = verify(session)
+    if not report.ok:
+        raise CTAError(f"ledger broken at entry {report.first_bad_seq}: {report.problem}")
+    console.print(f"ledger ok: {report.entries} entries, hash chain intact")
+
+
 # --- flows ---------------------------------------------------------------------------------------
 @flows_app.command("serve")
 def flows_serve(ctx: typer.Context) -> None:
@@ -512,24 +589,35 @@ def config_show(ctx: typer.Context) -> None:
 # --- demo ----------------------------------------------------------------------------------------
 @app.command()
 def demo(ctx: typer.Context) -> None:
-    """The main job on embedded defaults: the local exchange replaying real candles, then the whole
-    pipeline (ingest → validate → features → train → backtest → gate → promote) as one Prefect flow."""
+    """The main job on embedded defaults: the local exchange replaying real candles, the whole pipeline
+    (ingest → validate → features → train → backtest → gate → promote) as one Prefect flow, then the
+    worker paper-trading each market's champion on the replay clock for `serving.max_bars` candles."""
     settings = _settings(ctx)
     from flows.pipeline import pipeline_flow
+    from serving.app import serve as run_serving
 
     with local_exchange_for(settings):
         result = asyncio.run(pipeline_flow())
-    _print_ingest(result["ingest"])
-    print_lake_summary(settings)
-    _print_features(result["features"])
-    _print_training(result["training"])
-    _print_verdicts(result["verdicts"])
+        _print_ingest(result["ingest"])
+        print_lake_summary(settings)
+        _print_features(result["features"])
+        _print_training(result["training"])
+        _print_verdicts(result["verdicts"])
+        if settings.serving.max_bars is None:
+            settings = settings.model_copy(update={"serving": settings.serving.model_copy(update={"max_bars": 48})})
+        console.print(f"paper trading the champions for {settings.serving.max_bars} candles on the replay clock ...")
+        _print_serving(asyncio.run(run_serving(settings)))
     console.print(
         f"Models: `.venv/bin/mlflow ui --backend-store-uri {settings.training.tracking_uri}` "
         "then http://127.0.0.1:5000 (each backtest run holds its equity plot and report); `cta models list`"
     )
     console.print(
         f"Runs: `cta flows serve` starts the Prefect server; UI at http://127.0.0.1:{settings.prefect.server_port}"
+    )
+    console.print(
+        "Trading: `cta serve` runs the worker with its API (GET /healthz, /readyz, /metrics, /api/positions, "
+        f"/api/orders, /api/equity, /api/champion; token from CTA_API_TOKEN) on {settings.serving.api_host}:"
+        f"{settings.serving.api_port}; `cta ledger verify`; `cta kill-switch halt --reason ...`"
     )
 
 

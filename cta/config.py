@@ -231,6 +231,9 @@ class ServingSettings(_Strict):
     model_poll_s: Annotated[float, Field(gt=0)] = 30.0  # how often to check the champion alias
     max_model_age_days: Annotated[float, Field(gt=0)] = 30.0  # older champion: no new entries
     reconcile_every_s: Annotated[float, Field(gt=0)] = 300.0
+    # Share of equity left unused when sizing an order a venue fills later at a price not yet known
+    # (the paper broker sizes at the fill, like the backtest, and needs none).
+    cash_buffer: Annotated[float, Field(ge=0, lt=0.5)] = 0.02
     max_bars: Annotated[int, Field(ge=1)] | None = None  # stop after this many bars per market (demo)
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=0, lt=65536)] = 8780

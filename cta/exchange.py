@@ -92,6 +92,11 @@ def _retry_after(headers: dict[str, Any] | None) -> float | None:
     return None
 
 
+def local_clock_ms() -> float:
+    """This host's wall clock (what ccxt signs requests with)."""
+    return time.time() * 1000
+
+
 class ExchangeAdapter:
     """Async reads from one venue. Use as `async with ExchangeAdapter(...) as exchange:`."""
 
@@ -218,6 +223,22 @@ class ExchangeAdapter:
         if self._ccxt.has.get("fetchTime"):
             return int(await self._read("fetch_time", self._ccxt.fetch_time))
         return int(self._ccxt.milliseconds())
+
+    async def clock_offset_ms(self) -> float:
+        """The venue's clock minus the local clock, in ms (the venue's time taken at the request's
+        midpoint). Signed requests fail when this exceeds the venue's receive window."""
+        before = local_clock_ms()
+        venue = float(await self._read("fetch_time", self._ccxt.fetch_time))
+        after = local_clock_ms()
+        return venue - (before + after) / 2
+
+    async def api_restrictions(self) -> dict[str, Any] | None:
+        """What the API key may do, where the venue reports it (Binance: enableWithdrawals, ...)."""
+        method = getattr(self._ccxt, "sapiGetAccountApiRestrictions", None)
+        if method is None:
+            return None
+        restrictions: dict[str, Any] = await self._read("api restrictions", method)
+        return restrictions
 
     async def check_credentials(self) -> None:
         """A signed read (the balance): raises ExchangeError if the venue rejects the key pair."""

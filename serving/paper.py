@@ -136,6 +136,19 @@ class PaperBroker:
         log.info("%s paper fill %+.8f @ %.8f (fee %.8f)", market, delta, price, fee)
         return OrderOutcome(order.client_order_id, OrderStatus.FILLED, abs(delta), price, order.exchange_order_id)
 
+    async def cancel_open_orders(self) -> list[str]:
+        """Cancel every order still waiting for its fill (the kill switch's `--cancel-open`)."""
+        cancelled: list[str] = []
+        with self.sessions() as session:
+            for order in open_orders(session):
+                apply_exchange_update(session, order, status=OrderStatus.CANCELLED, error="cancelled by kill switch")
+                ledger.append(
+                    session, "order", {"client_order_id": order.client_order_id, "cancelled": True}, self.now_ms()
+                )
+                cancelled.append(order.client_order_id)
+            session.commit()
+        return cancelled
+
     async def holdings(self, market: Market) -> Holdings:
         with self.sessions() as session:
             units, cash = _account(session, str(market), self.execution.initial_cash)

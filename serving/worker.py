@@ -32,7 +32,7 @@ from cta.lake import Market
 from cta.timeframes import timeframe_ms
 from cta.validation import candle_problem
 from features.compute import compute_features, history_needed
-from serving.control import set_trading_state, trading_state
+from serving.control import acknowledge_cancel_open, set_trading_state, trading_state
 from serving.models import Decision, EquitySnapshot
 from serving.models_manager import ModelManager
 from serving.orders import TradingState
@@ -164,12 +164,31 @@ class Worker:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Loop until `stop` is set or every market has processed `serving.max_bars` candles."""
         limit = self.settings.serving.max_bars
+        reconciled = time.monotonic()
         while stop is None or not stop.is_set():
             await self.models.refresh_due()
+            await self.obey_kill_switch()
+            if time.monotonic() - reconciled >= self.settings.serving.reconcile_every_s:
+                report = await self.broker.reconcile()
+                reconciled = time.monotonic()
+                if report.changed:
+                    log.warning("periodic reconciliation changed the books: %s", report)
             await self.step()
             if limit and all(s.bars >= limit for s in self.states.values()):
                 return
             await asyncio.sleep(self.settings.serving.poll_interval_s)
+
+    async def obey_kill_switch(self) -> None:
+        """Cancel open orders once when the kill switch asks for it (HALTED with cancel_open)."""
+        control = trading_state(self.sessions)
+        if self.metrics:
+            self.metrics.state(control.state)
+        if not control.cancel_open:
+            return
+        cancel = getattr(self.broker, "cancel_open_orders", None)
+        cancelled = await cancel() if cancel is not None else []
+        log.warning("kill switch %s: cancelled %d open order(s)", control.state, len(cancelled))
+        acknowledge_cancel_open(self.sessions, control, "worker")
 
     async def on_candle(self, state: MarketState, row: list[Any], now: int) -> DecisionRecord | None:
         """One closed candle: validate, fill paper orders at its open, features, decide, order."""
@@ -281,8 +300,9 @@ class Worker:
         holdings = await self.broker.holdings(state.market)
         execution = self.execution
         equity = holdings.cash + holdings.units * close
+        buffer = 0.0 if isinstance(self.broker, PaperBroker) else self.settings.serving.cash_buffer
         wanted = order_units(
-            target * execution.position_fraction,
+            target * execution.position_fraction * (1.0 - buffer),
             liquidation_equity(holdings.cash, holdings.units, close, execution.slippage, execution.fee_rate),
             close,
             execution.slippage,

@@ -78,7 +78,9 @@ class ExchangeService:
         )
         self.limiter = WeightLimiter(settings.weight_limit_per_minute, self.wall)
         self.faults = FaultInjector(settings.faults)
-        self.api = SpotApi(store, self.engine, settings.weight_limit_per_minute, self.wall)
+        self.api = SpotApi(
+            store, self.engine, settings.weight_limit_per_minute, self.wall, settings.withdrawals_enabled
+        )
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._method_counts: Counter[tuple[str, str]] = Counter()

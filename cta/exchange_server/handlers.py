@@ -76,7 +76,10 @@ def clamp_limit(params: Params, default: int, maximum: int) -> int:
 class SpotApi:
     """The Binance spot endpoints over one CandleStore and one MatchingEngine."""
 
-    def __init__(self, store: CandleStore, engine: MatchingEngine, weight_limit: int, wall: Clock) -> None:
+    def __init__(
+        self, store: CandleStore, engine: MatchingEngine, weight_limit: int, wall: Clock, withdrawals: bool = False
+    ) -> None:
+        self._withdrawals = withdrawals
         self._store = store
         self._engine = engine
         self._weight_limit = weight_limit
@@ -214,7 +217,7 @@ class SpotApi:
             "ipRestrict": False,
             "createTime": self._store.first_open_ms,
             "enableReading": True,
-            "enableWithdrawals": False,
+            "enableWithdrawals": self._withdrawals,
             "enableInternalTransfer": False,
             "enableMargin": False,
             "enableFutures": False,

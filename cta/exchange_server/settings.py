@@ -69,6 +69,9 @@ class LocalExchangeSettings(BaseModel):
         default=0.1, gt=0, le=1, description="max share of a candle's volume one resting limit order can fill"
     )
     faults: FaultSettings = Field(default_factory=FaultSettings)
+    withdrawals_enabled: bool = Field(
+        default=False, description="what apiRestrictions reports for the key (live-safety drills)"
+    )
 
     @field_validator("start")
     @classmethod

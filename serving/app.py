@@ -1,0 +1,231 @@
+"""`cta serve`: assemble the worker from the settings (database, exchange, Feast, registry, broker,
+metrics, API), check that live trading is safe, run until stopped or `serving.max_bars`, and
+summarise what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from backtests.engine import Execution
+from cta.components import configured_markets, make_exchange
+from cta.config import Settings
+from cta.errors import CTAError
+from cta.exchange import ExchangeAdapter
+from cta.lake import Market
+from serving.db import make_engine, session_factory, upgrade
+from serving.models import Decision, EquitySnapshot, Fill
+from serving.models_manager import ModelManager
+from serving.paper import PaperBroker
+from serving.types import Broker
+from serving.worker import Worker
+
+log = logging.getLogger(__name__)
+
+MAX_CLOCK_OFFSET_MS = 1_000
+
+
+class UnsafeLiveSettings(CTAError):
+    """Live trading refused to start."""
+
+
+def database_url(settings: Settings) -> str:
+    """The configured URL, with the password from CTA_DB_PASSWORD (never from a file)."""
+    url = make_url(settings.serving.database_url)
+    if settings.secrets.db_password is not None and url.get_backend_name() != "sqlite":
+        url = url.set(password=settings.secrets.db_password.get_secret_value())
+    return url.render_as_string(hide_password=False)
+
+
+async def live_safety_problems(settings: Settings, exchange: ExchangeAdapter, models: ModelManager) -> list[str]:
+    """Every reason live trading must not start (empty in paper mode)."""
+    if settings.mode != "live":
+        return []
+    problems: list[str] = []
+    if settings.serving.broker != "ccxt":
+        problems.append("live mode needs serving.broker = ccxt")
+    if settings.secrets.api_key is None or settings.secrets.api_secret is None:
+        problems.append("live mode needs CTA_API_KEY and CTA_API_SECRET in the environment")
+        return problems
+    offset = await exchange.clock_offset_ms()
+    if abs(offset) > MAX_CLOCK_OFFSET_MS:
+        problems.append(f"the exchange's clock is {offset:+.0f} ms off this host's (limit {MAX_CLOCK_OFFSET_MS} ms)")
+    restrictions = await exchange.api_restrictions()
+    if restrictions is not None and restrictions.get("enableWithdrawals"):
+        problems.append("the API key may withdraw funds: use a trade-only key")
+    for market, slot in models.slots.items():
+        if slot.current is None:
+            problems.append(f"{market}: no champion model ({slot.problem or 'not loaded'})")
+    return problems
+
+
+def make_broker(
+    settings: Settings, sessions: sessionmaker[Session], exchange: ExchangeAdapter, markets: list[Market]
+) -> Broker:
+    execution = Execution.from_settings(settings.costs, settings.backtest)
+    prefix = settings.serving.client_order_prefix
+    if settings.serving.broker == "paper":
+        return PaperBroker(sessions, execution, prefix, lambda: int(time.time() * 1000))
+    from cta.clock import SystemClock
+    from serving.ccxt_broker import CcxtBroker
+
+    return CcxtBroker(exchange, sessions, prefix, SystemClock(), markets)
+
+
+@dataclass
+class Runtime:
+    worker: Worker
+    sessions: sessionmaker[Session]
+    api_url: str | None
+    started_ms: int
+    first_close: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.asynccontextmanager
+async def serving_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """Everything `cta serve` runs, started in order and stopped in reverse."""
+    from mlflow import MlflowClient
+
+    from features.feast_store import feature_store_for
+    from serving.api import ApiServer, build_app
+    from serving.metrics import WorkerMetrics
+    from training.tracking import configure_mlflow, registered_model_name
+
+    engine = make_engine(database_url(settings))
+    upgrade(engine)
+    sessions, readers = session_factory(engine), session_factory(engine, read_only=True)
+    markets = configured_markets(settings)
+    configure_mlflow(settings)
+    store = feature_store_for(settings.features)
+    store.apply()
+    metrics = WorkerMetrics()
+    holder: dict[str, Worker] = {}
+    models = ModelManager(
+        MlflowClient(),
+        {str(m): registered_model_name(m) for m in markets},
+        lambda market: pd.DataFrame(list(holder["worker"].states[market].features)),
+        poll_s=settings.serving.model_poll_s,
+    )
+    async with make_exchange(settings) as exchange:
+        for market in markets:
+            await exchange.check_market(market.symbol, market.timeframe)
+        broker = make_broker(settings, sessions, exchange, markets)
+
+        async def fetch(market: Market, since: int, limit: int) -> list[list[Any]]:
+            return await exchange.fetch_ohlcv(market.symbol, market.timeframe, since, limit)
+
+        worker = Worker(
+            settings,
+            markets=markets,
+            sessions=sessions,
+            broker=broker,
+            models=models,
+            store=store,
+            fetch_candles=fetch,
+            now_ms=exchange.fetch_time,
+            metrics=metrics,
+        )
+        holder["worker"] = worker
+        await worker.start()
+        for market in markets:
+            await models.refresh(str(market))
+            loaded = models.model(str(market))
+            if loaded is not None:
+                metrics.model(str(market), loaded.version)
+        problems = await live_safety_problems(settings, exchange, models)
+        if problems:
+            raise UnsafeLiveSettings("live trading refused: " + "; ".join(problems))
+        token = settings.secrets.api_token.get_secret_value() if settings.secrets.api_token else None
+        app = build_app(
+            sessions=readers,
+            metrics=metrics,
+            status=lambda: worker_status(worker),
+            token=token,
+            control_sessions=sessions,
+        )
+        api = ApiServer(app)
+        api_url = await api.start(settings.serving.api_host, settings.serving.api_port)
+        try:
+            yield Runtime(worker, sessions, api_url, await exchange.fetch_time())
+        finally:
+            await api.stop()
+            await broker.close()
+            engine.dispose()
+
+
+def worker_status(worker: Worker) -> dict[str, Any]:
+    models = {}
+    for market in worker.states:
+        loaded = worker.models.model(market)
+        models[market] = {
+            "model": loaded.name if loaded else None,
+            "version": loaded.version if loaded else None,
+            "problem": worker.models.problem(market),
+        }
+    return {
+        "ready": True,
+        "models": models,
+        "markets": {k: {"last_ts": s.last_ts, "bars": s.bars} for k, s in worker.states.items()},
+    }
+
+
+async def serve(settings: Settings) -> list[dict[str, Any]]:
+    """Run the worker until SIGINT/SIGTERM or `serving.max_bars`; return the per-market summary."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    async with serving_runtime(settings) as runtime:
+        log.info("serving %d market(s); API at %s", len(runtime.worker.states), runtime.api_url)
+        await runtime.worker.run(stop)
+        return summarize(runtime)
+
+
+def summarize(runtime: Runtime) -> list[dict[str, Any]]:
+    """Per market: model, bars, decisions, trades, PnL and buy-and-hold over the same bars."""
+    rows: list[dict[str, Any]] = []
+    worker = runtime.worker
+    with runtime.sessions() as session:
+        for key, state in worker.states.items():
+            decisions = [d for d in worker.decisions if d.market == key]
+            fills = session.scalar(select(func.count(Fill.id)).where(Fill.market == key)) or 0
+            snapshots = session.execute(
+                select(EquitySnapshot.ts, EquitySnapshot.equity)
+                .where(EquitySnapshot.market == key)
+                .order_by(EquitySnapshot.id)
+            ).all()
+            first_decision = session.scalar(select(func.min(Decision.candle_ts)).where(Decision.market == key))
+            loaded = worker.models.model(key)
+            closes = [c[4] for c in state.candles]
+            processed = min(state.bars, len(closes))
+            start_equity = worker.execution.initial_cash
+            equity = snapshots[-1][1] if snapshots else start_equity
+            hold = closes[-1] / closes[-processed] - 1.0 if processed > 1 else 0.0
+            rows.append(
+                {
+                    "market": key,
+                    "model": f"v{loaded.version}" if loaded else "none",
+                    "bars": state.bars,
+                    "decisions": len(decisions),
+                    "orders": sum(1 for d in decisions if d.order),
+                    "fills": int(fills),
+                    "pnl": equity / start_equity - 1.0,
+                    "buy_and_hold": hold,
+                    "skipped_candles": len(state.skipped),
+                    "since": first_decision,
+                    "note": worker.models.problem(key) or "",
+                }
+            )
+    return rows
