@@ -134,7 +134,8 @@ def promote(
         client.set_registered_model_alias(name, CHAMPION, version)
         client.set_registered_model_tag(name, HISTORY_TAG, json.dumps([*history, version]))
         tag_version(client, name, version, {VERDICT_TAG: CHAMPION, "promotion_reason": reason})
-        log.info("%s: v%s is the champion (previous: %s)", name, version, f"v{current_version}" if current_version else "none")
+        previous = f"v{current_version}" if current_version else "none"
+        log.info("%s: v%s is the champion (previous: %s)", name, version, previous)
         return Move(name, CHAMPION, version, current_version, reason)
 
 

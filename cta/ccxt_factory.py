@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -32,6 +33,13 @@ def rewrite_api_urls(urls: Any, base_url: str) -> Any:
     return urls
 
 
+_verbose_log = logging.getLogger("ccxt.verbose")
+
+
+def _log_verbose(*args: Any) -> None:
+    _verbose_log.debug(" ".join(str(arg) for arg in args))
+
+
 def build_ccxt(
     exchange_id: str,
     *,
@@ -43,6 +51,7 @@ def build_ccxt(
     timeout_ms: int = 10_000,
     asynchronous: bool = True,
     extra_options: dict[str, Any] | None = None,
+    verbose: bool = False,
 ) -> Any:
     """A configured ccxt exchange (async by default). Raises AttributeError for an unknown id.
 
@@ -66,6 +75,8 @@ def build_ccxt(
     if api_secret:
         config["secret"] = api_secret
     exchange = exchange_class(config)
+    exchange.log = _log_verbose  # ccxt prints verbose output; send it through logging (and its redaction)
+    exchange.verbose = verbose
     if api_url:
         exchange.urls["api"] = rewrite_api_urls(exchange.urls["api"], api_url)
     return exchange

@@ -616,8 +616,8 @@ def demo(ctx: typer.Context) -> None:
     )
     console.print(
         "Trading: `cta serve` runs the worker with its API (GET /healthz, /readyz, /metrics, /api/positions, "
-        f"/api/orders, /api/equity, /api/champion; token from CTA_API_TOKEN) on {settings.serving.api_host}:"
-        f"{settings.serving.api_port}; `cta ledger verify`; `cta kill-switch halt --reason ...`"
+        "/api/orders, /api/equity, /api/champion; token from CTA_API_TOKEN) on 127.0.0.1:8780; "
+        "`cta ledger verify`; `cta kill-switch halt --reason ...`"
     )
 
 

@@ -63,6 +63,7 @@ class ExchangeSettings(_Strict):
     rate_limit_share: Annotated[float, Field(gt=0, le=100)] = 0.9
     timeout_ms: Annotated[int, Field(gt=0)] = 10_000
     page_limit: Annotated[int, Field(gt=0, le=5000)] = 1000
+    verbose: bool = False  # ccxt's request/response dump, at DEBUG on the "ccxt.verbose" logger (redacted)
 
     @field_validator("id")
     @classmethod

@@ -120,6 +120,7 @@ class ExchangeAdapter:
             api_secret=secrets.api_secret.get_secret_value() if secrets.api_secret else None,
             rate_limit_share=settings.rate_limit_share,
             timeout_ms=settings.timeout_ms,
+            verbose=settings.verbose,
         )
         self.requests = 0
         self.retries = 0

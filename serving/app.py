@@ -137,12 +137,10 @@ async def serving_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             metrics=metrics,
         )
         holder["worker"] = worker
+        models.on_swap = worker.record_model_swap
         await worker.start()
         for market in markets:
             await models.refresh(str(market))
-            loaded = models.model(str(market))
-            if loaded is not None:
-                metrics.model(str(market), loaded.version)
         problems = await live_safety_problems(settings, exchange, models)
         if problems:
             raise UnsafeLiveSettings("live trading refused: " + "; ".join(problems))

@@ -87,12 +87,14 @@ class ModelManager:
         *,
         poll_s: float,
         loader: Callable[[MlflowClient, str, str], LoadedModel] = load_version,
+        on_swap: Callable[[str, str | None, LoadedModel], None] | None = None,
     ) -> None:
         self.client = client
         self.slots = {market: ModelSlot(name) for market, name in names.items()}
         self.smoke_rows = smoke_rows
         self.poll_s = poll_s
         self.loader = loader
+        self.on_swap = on_swap  # e.g. a ledger entry per model the worker starts trading with
 
     def model(self, market: str) -> LoadedModel | None:
         return self.slots[market].current
@@ -137,4 +139,6 @@ class ModelManager:
             return
         previous = slot.current.version if slot.current else None
         slot.current, slot.problem, slot.failed_version = loaded, None, None
+        if self.on_swap is not None:
+            self.on_swap(market, previous, loaded)
         log.info("%s: now trading with %s v%s (was %s)", market, slot.name, version, previous or "none")

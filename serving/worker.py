@@ -32,6 +32,7 @@ from cta.lake import Market
 from cta.timeframes import timeframe_ms
 from cta.validation import candle_problem
 from features.compute import compute_features, history_needed
+from serving import ledger
 from serving.control import acknowledge_cancel_open, set_trading_state, trading_state
 from serving.models import Decision, EquitySnapshot
 from serving.models_manager import ModelManager
@@ -368,6 +369,22 @@ class Worker:
                 reason=reason or ("order" if delta else "hold"),
             )
             session.add(decision)
+            session.flush()
+            ledger.append(
+                session,
+                "decision",
+                {
+                    "decision_id": decision.id,
+                    "market": decision.market,
+                    "candle_ts": ts,
+                    "model": f"{decision.model_name}@{decision.model_version}",
+                    "feature_hash": decision.feature_hash,
+                    "prediction": decision.prediction,
+                    "target": target,
+                    "delta": delta,
+                },
+                ts + state.bar_ms,
+            )
             session.commit()
             return int(decision.id)
 
@@ -417,6 +434,19 @@ class Worker:
         if halt:
             set_trading_state(self.sessions, TradingState.HALTED, halt, "risk")
             log.error("%s: trading HALTED: %s", state.market, halt)
+
+    def record_model_swap(self, market: str, previous: str | None, loaded: Any) -> None:
+        """A ledger entry each time the worker starts trading with another champion version."""
+        with self.sessions() as session:
+            ledger.append(
+                session,
+                "promotion",
+                {"market": market, "model": loaded.name, "version": loaded.version, "previous": previous},
+                int(time.time() * 1000),
+            )
+            session.commit()
+        if self.metrics:
+            self.metrics.model(market, loaded.version)
 
     def decision_count(self) -> int:
         with self.sessions() as session:

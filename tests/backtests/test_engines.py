@@ -187,3 +187,17 @@ def test_buy_and_hold_is_one_fill_at_the_second_open() -> None:
     assert result.metrics["final_equity"] == pytest.approx(
         units * bars.close[-1] + 1000.0 - units * result.fills.price[0] * (1 + EXECUTION.fee_rate), rel=1e-12
     )
+
+
+def test_an_empty_out_of_sample_block_is_a_clear_error() -> None:
+    from backtests.evaluate import out_of_sample_window
+    from cta.errors import DataValidationError
+    from cta.lake import Market
+    from features.compute import compute_features
+    from training.dataset import assemble
+
+    candles = real_candles("BTCUSDT", "1h", 400)
+    market = Market("binance", "BTC/USDT", "1h")
+    dataset = assemble(market, candles, compute_features(candles), horizon=4, dead_zone_bps=10.0)
+    with pytest.raises(DataValidationError, match="no out-of-sample rows"):
+        out_of_sample_window(dataset, np.array([], dtype="int64"), candles)

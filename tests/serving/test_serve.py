@@ -26,7 +26,7 @@ from serving.app import UnsafeLiveSettings, live_safety_problems, serve, serving
 from serving.control import set_trading_state, trading_state
 from serving.db import make_engine, session_factory
 from serving.ledger import verify
-from serving.models import Decision, Order
+from serving.models import Decision, LedgerEntry, Order
 from serving.models_manager import ModelManager
 from serving.orders import OrderStatus, TradingState
 from tests.conftest import CONFIG_DIR
@@ -103,6 +103,8 @@ def test_paper_worker_trades_the_champion_and_the_kill_switch_survives_restarts(
         assert (orders, decisions, statuses) == (1, 3, [OrderStatus.FILLED.value])
         with sessions() as session:
             assert verify(session).ok
+            kinds = set(session.scalars(select(LedgerEntry.kind)))
+            assert {"promotion", "decision", "order", "fill"} <= kinds
             decision = session.scalars(select(Decision).order_by(Decision.id)).first()
             assert decision is not None and decision.model_version == "1" and len(decision.feature_hash) == 16
 
