@@ -198,3 +198,24 @@ def test_serving_runtime_has_no_default_api_token(tmp_path: Path) -> None:
 
     with running_exchange(speed=36_000.0) as exchange:
         assert asyncio.run(probe(settings_for(tmp_path, exchange.url))) == (200, 503)
+
+
+@pytest.mark.production
+def test_production_stores_worker_on_postgresql_and_redis(tmp_path: Path, postgresql_database: Any) -> None:
+    """The production set-up of the worker: its database on PostgreSQL (a fresh schema) and Feast's
+    online store on Redis."""
+    schema = postgresql_database.connect_args["options"].removeprefix("-csearch_path=")
+    url = f"{postgresql_database.url}?options=-csearch_path%3D{schema}"
+    with running_exchange(speed=36_000.0) as exchange:
+        settings = settings_for(
+            tmp_path,
+            exchange.url,
+            serving={"database_url": url},
+            features={"online_store": "redis", "redis_url": "127.0.0.1:6379"},
+        )
+        register_champion(settings, 1.0)
+        rows = asyncio.run(serve(settings))
+        assert rows[0]["orders"] == 1 and rows[0]["fills"] == 1
+        sessions = session_factory(make_engine(url))
+        with sessions() as session:
+            assert verify(session).ok and session.scalar(select(func.count(Decision.id))) == 3
