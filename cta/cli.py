@@ -505,6 +505,16 @@ def _print_serving(rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
+def _serving_sessions(settings: Settings, read_only: bool = False) -> Any:
+    """Sessions on the serving database (migrated to the newest schema first)."""
+    from serving.app import database_url
+    from serving.db import make_engine, session_factory, upgrade
+
+    engine = make_engine(database_url(settings))
+    upgrade(engine)
+    return session_factory(engine, read_only=read_only)
+
+
 @app.command("kill-switch")
 def kill_switch(
     ctx: typer.Context,
@@ -513,32 +523,23 @@ def kill_switch(
     cancel_open: Annotated[bool, typer.Option("--cancel-open", help="With halt: also cancel open orders.")] = False,
 ) -> None:
     """Set the persisted trading state; a running worker obeys it at its next candle, a restarted one too."""
-    from serving.app import database_url
     from serving.control import set_trading_state
-    from serving.db import make_engine, session_factory, upgrade
     from serving.orders import TradingState
 
     states = {"halt": TradingState.HALTED, "reduce": TradingState.REDUCING, "resume": TradingState.RUNNING}
     if state not in states:
         raise CTAError(f"kill-switch state must be one of {', '.join(states)}, not {state!r}")
-    settings = _settings(ctx)
-    engine = make_engine(database_url(settings))
-    upgrade(engine)
-    snapshot = set_trading_state(session_factory(engine), states[state], reason, "cli", cancel_open=cancel_open)
+    sessions = _serving_sessions(_settings(ctx))
+    snapshot = set_trading_state(sessions, states[state], reason, "cli", cancel_open=cancel_open)
     console.print(f"trading state: {snapshot.state} ({snapshot.reason})")
 
 
 @ledger_app.command("verify")
 def ledger_verify(ctx: typer.Context) -> None:
     """Check the ledger's hash chain: an edited, deleted or reordered entry fails (exit code 1)."""
-    from serving.app import database_url
-    from serving.db import make_engine, session_factory, upgrade
     from serving.ledger import verify
 
-    settings = _settings(ctx)
-    engine = make_engine(database_url(settings))
-    upgrade(engine)
-    with session_factory(engine, read_only=True)() as session:
+    with _serving_sessions(_settings(ctx), read_only=True)() as session:
         report = verify(session)
     if not report.ok:
         raise CTAError(f"ledger broken at entry {report.first_bad_seq}: {report.problem}")

@@ -66,7 +66,8 @@ def settings_for(tmp_path: Path, url: str, env: dict[str, str] | None = None, **
     return load_settings(env=env or {}, config_dir=CONFIG_DIR, overrides=deep_merge(base, sections))
 
 
-def register_champion(settings: Settings, position: float) -> None:
+def register_model(settings: Settings, position: float) -> None:
+    """A new version of BTC/USDT's model that always wants `position`."""
     mlflow.set_tracking_uri(settings.training.tracking_uri)
     example = pd.DataFrame([dict.fromkeys(feature_names(), 0.0)])
     model = ConstantPosition(position)
@@ -77,6 +78,10 @@ def register_champion(settings: Settings, position: float) -> None:
             signature=infer_signature(example, model.predict(None, example)),
             registered_model_name=registered_model_name(BTC),
         )
+
+
+def register_champion(settings: Settings, position: float) -> None:
+    register_model(settings, position)
     lock = registry_lock(settings.training.tracking_uri, settings.paths.data_dir / "locks", registered_model_name(BTC))
     promote(MlflowClient(), registered_model_name(BTC), "1", expected_champion=None, reason="test", lock=lock)
 
@@ -112,7 +117,7 @@ def test_paper_worker_trades_the_champion_and_the_kill_switch_survives_restarts(
         exit_settings = settings.model_copy(update={"serving": settings.serving.model_copy(update={"max_bars": 3})})
         register_exit = 0.0
         client = MlflowClient()
-        register_champion_version(settings, register_exit)  # v2 would exit: HALTED blocks every order
+        register_model(settings, register_exit)  # v2 would exit: HALTED blocks every order
         client.set_registered_model_alias(registered_model_name(BTC), "champion", "2")
         asyncio.run(serve(exit_settings))
         assert counts(settings)[0] == 1  # zero orders after the switch, across a restart
@@ -125,19 +130,6 @@ def test_paper_worker_trades_the_champion_and_the_kill_switch_survives_restarts(
         asyncio.run(serve(exit_settings))
         orders, _, statuses = counts(settings)
         assert orders == 2 and statuses.count(OrderStatus.FILLED.value) == 2  # the exit was allowed
-
-
-def register_champion_version(settings: Settings, position: float) -> None:
-    mlflow.set_tracking_uri(settings.training.tracking_uri)
-    example = pd.DataFrame([dict.fromkeys(feature_names(), 0.0)])
-    model = ConstantPosition(position)
-    with mlflow.start_run():
-        mlflow.pyfunc.log_model(
-            name="model",
-            python_model=model,
-            signature=infer_signature(example, model.predict(None, example)),
-            registered_model_name=registered_model_name(BTC),
-        )
 
 
 def test_ccxt_worker_places_real_orders_on_the_exchange(tmp_path: Path) -> None:
