@@ -188,7 +188,7 @@ def test_the_token_is_never_logged(readers: sessionmaker[Session], caplog: pytes
                     async with client.request(method, path, headers=headers, json=KILL) as response:
                         await response.read()
 
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="aiohttp.access"):
         run(scenario)
     assert "/api/kill-switch" in caplog.text  # the access log did record the requests
     assert TOKEN not in caplog.text
