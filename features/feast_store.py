@@ -261,6 +261,8 @@ class FeatureStoreAdapter:
         self.config = make_repo_config(self.repo_dir, self.features_dir, online, redis_url, project)
         self.objects = build_objects(self.features_dir, ttl)
         self.store = FeatureStore(config=self.config)
+        self._online_view: Any = None
+        self._provider: Any = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -404,6 +406,22 @@ class FeatureStoreAdapter:
         frame[TIMESTAMP_FIELD] = pd.to_datetime(frame[TIMESTAMP_FIELD], utc=True)
         frame[names] = frame[names].astype("float64")
         self.store.push(PUSH_SOURCE_NAME, frame, to=PushMode.ONLINE)
+
+    def write_online(self, market_id: str, event_timestamp: datetime, values: dict[str, float]) -> None:
+        """Write one market's newest feature row to the online store through Feast's provider, without
+        the DataFrame -> Arrow -> proto conversion of `push` (~20 ms per call): the serving worker's
+        per-candle path. Same rows as `push` (tested)."""
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        if self._online_view is None:
+            self._online_view = self.store.get_feature_view(VIEW_NAME)
+            self._provider = self.store._get_provider()
+        key = EntityKey(join_keys=[JOIN_KEY], entity_values=[Value(string_val=market_id)])
+        row = {name: Value(double_val=float(values[name])) for name in self.feature_names}
+        self._provider.online_write_batch(
+            self.config, self._online_view, [(key, row, _utc(event_timestamp), None)], progress=None
+        )
 
     def _empty_frame(self) -> pd.DataFrame:
         frame = pd.DataFrame({JOIN_KEY: pd.Series(dtype=str), TIMESTAMP_FIELD: pd.Series(dtype="datetime64[ns, UTC]")})

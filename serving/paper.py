@@ -43,6 +43,7 @@ class PaperBroker:
         self.execution = execution
         self.prefix = prefix
         self.now_ms = now_ms
+        self._accounts: dict[str, tuple[float, float]] = {}  # market -> (units, cash), from the fills
 
     async def start(self) -> ReconcileReport:
         """Nothing external to reconcile: orders acknowledged before a restart fill at the next candle.
@@ -86,17 +87,21 @@ class PaperBroker:
         target, as the backtest does)."""
         outcomes: list[OrderOutcome] = []
         with self.sessions() as session:
-            for order in open_orders(session, str(market)):
-                if order.status != OrderStatus.ACKNOWLEDGED.value or order.candle_ts >= candle_ts:
-                    continue
-                outcomes.append(self._fill(session, market, order, candle_ts, open_price))
-            session.commit()
+            try:
+                for order in open_orders(session, str(market)):
+                    if order.status != OrderStatus.ACKNOWLEDGED.value or order.candle_ts >= candle_ts:
+                        continue
+                    outcomes.append(self._fill(session, market, order, candle_ts, open_price))
+                session.commit()
+            except BaseException:
+                self._accounts.pop(str(market), None)
+                raise
         return outcomes
 
     def _fill(self, session: Session, market: Market, order: Order, candle_ts: int, open_price: float) -> OrderOutcome:
         execution = self.execution
         target = _target_of(session, order)
-        held, cash = _account(session, str(market), execution.initial_cash)
+        held, cash = self._account(session, str(market))
         equity = liquidation_equity(cash, held, open_price, execution.slippage, execution.fee_rate)
         desired = order_units(
             target * execution.position_fraction, equity, open_price, execution.slippage, execution.fee_rate
@@ -122,6 +127,7 @@ class PaperBroker:
         apply_exchange_update(
             session, order, status=OrderStatus.FILLED, filled=abs(delta), average_price=price, fee_cost=fee
         )
+        self._accounts[str(market)] = (desired, cash - (delta * price + fee))
         position = get_position(session, str(market))
         realized = (position.realized_pnl if position else 0.0) - fee
         upsert_position(
@@ -151,12 +157,19 @@ class PaperBroker:
 
     async def holdings(self, market: Market) -> Holdings:
         with self.sessions() as session:
-            units, cash = _account(session, str(market), self.execution.initial_cash)
+            units, cash = self._account(session, str(market))
         return Holdings(units, cash)
 
     def account(self, market: Market) -> tuple[float, float]:
         with self.sessions() as session:
-            return _account(session, str(market), self.execution.initial_cash)
+            return self._account(session, str(market))
+
+    def _account(self, session: Session, market: str) -> tuple[float, float]:
+        """Units and cash, replayed from the fills once per process, then kept up to date by each fill
+        (a rolled-back fill transaction leaves the cache stale: it is dropped then)."""
+        if market not in self._accounts:
+            self._accounts[market] = _account(session, market, self.execution.initial_cash)
+        return self._accounts[market]
 
     async def close(self) -> None:
         return None

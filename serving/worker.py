@@ -220,16 +220,16 @@ class Worker:
         (the serving path of the feature store). None while the history is too short."""
         if len(state.candles) < self.history:
             return None
-        frame = compute_features(_frame(state.candles).tail(self.history).reset_index(drop=True), self.names)
-        newest = frame.iloc[[-1]].drop(columns=["ts"])
+        tail = list(state.candles)[-self.history :]
+        frame = compute_features(_frame(tail), self.names)
+        computed = {name: float(value) for name, value in frame.iloc[-1].items() if name != "ts"}
         close_time = pd.Timestamp(ts + state.bar_ms, unit="ms", tz="UTC")
-        push = newest.assign(market_id=str(state.market), event_timestamp=close_time)
-        self.store.push(push)
+        self.store.write_online(str(state.market), close_time.to_pydatetime(), computed)
         online = self.store.online([str(state.market)])
         stamp = online["event_timestamp"].iloc[0]
         if pd.isna(stamp) or stamp < close_time:
             raise CTAError(f"{state.market}: online features are stale ({stamp} < {close_time})")
-        values = {name: float(online[name].iloc[0]) for name in newest.columns}
+        values = {name: float(online[name].iloc[0]) for name in computed}
         state.features.append(values)
         return values
 
@@ -453,7 +453,7 @@ class Worker:
             return int(session.scalar(select(func.count(Decision.id))) or 0)
 
 
-def _frame(candles: deque[list[Any]]) -> pd.DataFrame:
+def _frame(candles: deque[list[Any]] | list[list[Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(list(candles), columns=CANDLE_COLUMNS)
     frame["ts"] = frame["ts"].astype("int64")
     return frame

@@ -204,6 +204,21 @@ def test_push_reaches_the_online_store(materialized: Any, tables: dict[Market, p
     )
 
 
+def test_write_online_stores_what_push_stores(materialized: Any, tables: dict[Market, pd.DataFrame]) -> None:
+    """The worker's one-row write path and `push` leave the same online row."""
+    row = tables[BTC].tail(1).copy()
+    row["event_timestamp"] += pd.Timedelta(hours=2)
+    row[feature_names()] = np.linspace(1, 2, len(feature_names()))
+    materialized.push(row)
+    pushed = materialized.online([str(BTC)])
+    written = row.iloc[0]
+    later = written["event_timestamp"] + pd.Timedelta(hours=1)
+    materialized.write_online(str(BTC), later.to_pydatetime(), {n: float(written[n]) for n in feature_names()})
+    online = materialized.online([str(BTC)])
+    assert online["event_timestamp"].iloc[0] == later
+    np.testing.assert_array_equal(online[feature_names()].to_numpy(), pushed[feature_names()].to_numpy())
+
+
 def _without_meta(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _without_meta(v) for k, v in value.items() if k != "meta"}
