@@ -75,6 +75,8 @@ from feast.data_source import PushMode
 from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
 from feast.types import Float64, String
 
 from cta.config import FeatureSettings
@@ -411,23 +413,42 @@ class FeatureStoreAdapter:
         """Write one market's newest feature row to the online store through Feast's provider, without
         the DataFrame -> Arrow -> proto conversion of `push` (~20 ms per call): the serving worker's
         per-candle path. Same rows as `push` (tested)."""
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
+        view, provider = self._online_path()
+        row = {name: Value(double_val=float(values[name])) for name in self.feature_names}
+        provider.online_write_batch(
+            self.config, view, [(_entity_key(market_id), row, _utc(event_timestamp), None)], progress=None
+        )
 
+    def read_online(self, market_id: str) -> tuple[datetime | None, dict[str, float]]:
+        """One market's online row through Feast's provider: (event time, features); (None, {}) when the
+        market has none. The serving worker's read-back (what `online` returns, without the request
+        validation of get_online_features, ~10 ms per call)."""
+        view, provider = self._online_path()
+        [(stamp, values)] = provider.online_read(self.config, view, [_entity_key(market_id)], self.feature_names)
+        if stamp is None or values is None:
+            return None, {}
+        features = {name: _double(values.get(name)) for name in self.feature_names}
+        return _utc(stamp), features
+
+    def _online_path(self) -> tuple[Any, Any]:
         if self._online_view is None:
             self._online_view = self.store.get_feature_view(VIEW_NAME)
             self._provider = self.store._get_provider()
-        key = EntityKey(join_keys=[JOIN_KEY], entity_values=[Value(string_val=market_id)])
-        row = {name: Value(double_val=float(values[name])) for name in self.feature_names}
-        self._provider.online_write_batch(
-            self.config, self._online_view, [(key, row, _utc(event_timestamp), None)], progress=None
-        )
+        return self._online_view, self._provider
 
     def _empty_frame(self) -> pd.DataFrame:
         frame = pd.DataFrame({JOIN_KEY: pd.Series(dtype=str), TIMESTAMP_FIELD: pd.Series(dtype="datetime64[ns, UTC]")})
         for name in self.feature_names:
             frame[name] = pd.Series(dtype="float64")
         return frame
+
+
+def _entity_key(market_id: str) -> EntityKey:
+    return EntityKey(join_keys=[JOIN_KEY], entity_values=[Value(string_val=market_id)])
+
+
+def _double(value: Value | None) -> float:
+    return float("nan") if value is None or not value.HasField("double_val") else float(value.double_val)
 
 
 def _seconds_to_utc(seconds: np.ndarray) -> pd.DatetimeIndex:

@@ -225,11 +225,10 @@ class Worker:
         computed = {name: float(value) for name, value in frame.iloc[-1].items() if name != "ts"}
         close_time = pd.Timestamp(ts + state.bar_ms, unit="ms", tz="UTC")
         self.store.write_online(str(state.market), close_time.to_pydatetime(), computed)
-        online = self.store.online([str(state.market)])
-        stamp = online["event_timestamp"].iloc[0]
-        if pd.isna(stamp) or stamp < close_time:
+        stamp, online = self.store.read_online(str(state.market))
+        if stamp is None or stamp < close_time:
             raise CTAError(f"{state.market}: online features are stale ({stamp} < {close_time})")
-        values = {name: float(online[name].iloc[0]) for name in computed}
+        values = {name: online[name] for name in computed}
         state.features.append(values)
         return values
 

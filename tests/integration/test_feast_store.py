@@ -217,6 +217,9 @@ def test_write_online_stores_what_push_stores(materialized: Any, tables: dict[Ma
     online = materialized.online([str(BTC)])
     assert online["event_timestamp"].iloc[0] == later
     np.testing.assert_array_equal(online[feature_names()].to_numpy(), pushed[feature_names()].to_numpy())
+    stamp, values = materialized.read_online(str(BTC))
+    assert stamp == later and list(values.values()) == list(online[feature_names()].iloc[0])
+    assert materialized.read_online("binance:NOPE/USDT:1h") == (None, {})
 
 
 def _without_meta(value: Any) -> Any:
