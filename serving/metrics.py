@@ -11,10 +11,16 @@ import logging
 import math
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import values as prometheus_values
 
 from serving.orders import OrderStatus, TradingState
 
 log = logging.getLogger(__name__)
+
+# Importing Feast sets PROMETHEUS_MULTIPROC_DIR (for Feast's own metrics server, which CTA does not run);
+# prometheus_client then keeps every metric value of the process in shared mmap files, so two
+# registries would see each other's counts. The worker's metrics are per instance and in memory.
+prometheus_values.ValueClass = prometheus_values.MutexValue
 
 # From 0.5 ms (a cached model on a small feature row) to 1 s (far beyond a healthy decision).
 DECISION_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
