@@ -24,13 +24,14 @@ Benchmark = Callable[[argparse.Namespace], list[dict[str, Any]]]
 
 
 def registry() -> dict[str, Benchmark]:
-    from benchmarks import bench_backtest, bench_features, bench_ingest, bench_train
+    from benchmarks import bench_backtest, bench_features, bench_ingest, bench_serving, bench_train
 
     return {
         "ingest": bench_ingest.run,
         "features": bench_features.run,
         "train": bench_train.run,
         "backtest": bench_backtest.run,
+        "serving": bench_serving.run,
     }
 
 

@@ -1,0 +1,703 @@
+"""Serving benchmarks: decision latency per model family on the local exchange, and memory over a long replay.
+
+1. Decision latency, "closed candle seen -> order sent": the worker's own `DecisionRecord.latency_s`
+   (perf_counter from the start of `Worker.on_candle` to the broker's submit returning, or to the end of the
+   decision when no order is sent). Per family (logistic, gbm, keras, ppo; trained quickly on real candles,
+   registered in a temp MLflow registry and promoted champion) and for a deterministic "flip" champion that
+   alternates long/flat so that every bar sends an order, the real `serving_runtime` (DB, Feast, registry,
+   broker, API) trades against a LocalExchangeServer run in its own process (so its HTTP handling does not
+   share the worker's GIL), once with the paper broker and once with ccxt orders over HTTP. The first
+   decisions are dropped as warm-up. Target: p99 <= 20 ms.
+2. RSS over a long accelerated replay: >= 50,000 one-minute bars fed through one Worker (paper broker, a
+   flip champion changing position every 30 bars, SQLite DB, Feast SQLite online store) by calling
+   `on_candle` in a loop, RSS sampled every 1,000 bars. Target: < 10 % growth after the warm-up.
+
+Every measurement runs in a child process (`python -m benchmarks.bench_serving --child ...`) so that one
+measurement's imports, caches and threads do not leak into the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from cta.config import Settings
+    from cta.lake import Market
+    from serving.worker import DecisionRecord, Worker
+
+FAMILIES = ("logistic", "gbm", "keras", "ppo")
+MODELS = (*FAMILIES, "flip")  # "flip": alternates long/flat, so every bar exercises the order path
+BROKERS = ("paper", "ccxt")
+TARGET_P99_MS = 20.0
+TARGET_RSS_GROWTH = 0.10
+WARMUP_DECISIONS = 5
+SPEED = 36_000.0  # market seconds per wall second: a 1h candle closes every 0.1 s
+EXCHANGE_START = "2022-06-01T00:00:00Z"  # inside the bundled 1h candles, with history before it
+EXCHANGE_KEY, EXCHANGE_SECRET = "bench-key", "bench-secret"
+TRAIN_ROWS = 3000  # real 1h candles per training set (small budgets: this measures serving, not training)
+RSS_SAMPLE_EVERY = 1000
+RSS_FLIP_EVERY = 30  # the RSS replay's champion changes position every 30 bars (about 1,700 orders in 50,000)
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "config"
+SHARED_CANDLES = REPO.parent / "shared" / "data" / "binance"  # the long real 1m series, when present
+BUNDLED_CANDLES = REPO / "cta" / "data" / "candles"
+CHILD = (sys.executable, "-m", "benchmarks.bench_serving", "--child")
+
+
+# --- the runner's entry point ---------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Latency rows per (model, broker), profile rows if a family misses the p99 target, then the RSS row."""
+    quick = bool(getattr(args, "quick", False))
+    bars = 60 if quick else 300
+    rows: list[dict[str, Any]] = []
+    for model in MODELS:
+        rows += _child_rows(["latency", "--model", model, "--bars", str(bars)], f"decide {model}", timeout_s=900)
+    paper = {str(r["case"]).split()[1]: r for r in rows if str(r["case"]).endswith(" paper") and "p99_ms" in r}
+    missed = [m for m in FAMILIES if m in paper and float(paper[m]["p99_ms"]) > TARGET_P99_MS]
+    if missed:  # where the time goes: the slowest family, and the flip model for the order path (paper broker)
+        worst = max(missed, key=lambda m: float(paper[m]["p99_ms"]))
+        for model in dict.fromkeys((worst, "flip")):
+            rows += _child_rows(
+                ["latency", "--model", model, "--brokers", "paper", "--bars", str(bars), "--profile"],
+                f"profile {model} paper",
+                timeout_s=900,
+            )
+    replay = 5_000 if quick else 50_000
+    rows += _child_rows(["rss", "--bars", str(replay)], "rss replay", timeout_s=4 * 3600)
+    return rows
+
+
+def _child_rows(argv: list[str], case: str, timeout_s: float) -> list[dict[str, Any]]:
+    """Run one measurement in a fresh interpreter; its JSON lines on stdout are the rows."""
+    result = subprocess.run(
+        [*CHILD, *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout_s,
+        check=False,
+    )
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or not rows:
+        return [*rows, {"case": case, "error": (result.stderr or result.stdout)[-600:]}]
+    return rows
+
+
+# --- settings and champions -------------------------------------------------------------------------------------
+def bench_settings(
+    registry: Path,
+    run_dir: Path,
+    *,
+    url: str = "http://127.0.0.1:9",
+    broker: str = "paper",
+    bars: int = 0,
+    timeframe: str = "1h",
+) -> Settings:
+    """Settings for one run: the shared temp registry, a fresh DB and Feast store per run, small training
+    budgets, no risk limit the benchmark is not about (stale candles, daily loss, drawdown)."""
+    from cta.config import load_settings
+
+    overrides: dict[str, Any] = {
+        "paths": {"data_dir": str(run_dir / "data"), "logs_dir": str(run_dir / "logs")},
+        "exchange": {"api_url": url, "market_time": "replay"},
+        "markets": {"symbols": ["BTC/USDT"], "timeframes": [timeframe]},
+        "features": {"feast_dir": str(run_dir / "feast"), "table_dir": str(run_dir / "features")},
+        "training": {
+            "tracking_uri": f"sqlite:///{registry / 'mlflow.db'}",
+            "artifact_root": str(registry / "artifacts"),
+            "ray_dir": str(registry / "ray"),
+            "keras_epochs": 2,
+            "ppo_iterations": 1,
+        },
+        "serving": {
+            "broker": broker,
+            "database_url": f"sqlite:///{run_dir / 'serving.db'}",
+            "max_bars": bars or None,
+            "poll_interval_s": 0.02,
+            "api_port": 0,
+            "cash_buffer": 0.1,  # 10 market hours pass per second: leave room for the move before the fill
+            "risk": {"stale_after_bars": 1000, "daily_loss_limit": 1.0, "max_drawdown_halt": 1.0},
+        },
+    }
+    env = {"CTA_API_KEY": EXCHANGE_KEY, "CTA_API_SECRET": EXCHANGE_SECRET}
+    return load_settings(env=env, config_dir=CONFIG_DIR, overrides=overrides)
+
+
+def make_champion(model: str, settings: Settings, market: Market, flip_every: int = 1) -> str:
+    """Train `model` (or log the flip model) into the registry and promote it champion; returns the version."""
+    from mlflow import MlflowClient
+
+    from backtests.promotion import promote, registry_lock
+    from features.registry import registry_version
+    from tests.factories import training_data
+    from training.tracking import configure_mlflow, registered_model_name
+    from training.train import train_candidate
+
+    configure_mlflow(settings)
+    name = registered_model_name(market)
+    if model == "flip":
+        version = log_flip_model(name, flip_every)
+    else:
+        outcome = train_candidate(model, training_data(rows=TRAIN_ROWS), settings, registry_version())
+        version = outcome.version
+    lock = registry_lock(settings.training.tracking_uri, settings.paths.data_dir / "locks", name)
+    promote(MlflowClient(), name, version, expected_champion=None, reason="benchmark", lock=lock)
+    return version
+
+
+def log_flip_model(name: str, every: int = 1) -> str:
+    """Register a pyfunc that alternates long (1) and flat (0) every `every` calls: with every=1, every
+    decision is an order."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from features.registry import feature_names
+
+    class FlipPosition(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
+        def __init__(self, every: int) -> None:
+            self.every = every
+            self.calls = 0
+
+        def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+            self.calls += 1
+            return np.full(len(model_input), float((self.calls // self.every) % 2))
+
+    example = pd.DataFrame([dict.fromkeys(feature_names(), 0.0)])
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=FlipPosition(every),
+            signature=infer_signature(example, np.zeros(1)),
+            registered_model_name=name,
+        )
+    return str(info.registered_model_version)
+
+
+# --- 1. decision latency on the local exchange ------------------------------------------------------------------
+@contextlib.contextmanager
+def exchange_process(speed: float = SPEED, start: str = EXCHANGE_START) -> Iterator[str]:
+    """A LocalExchangeServer over the bundled real candles in a child process; yields its URL. Closing the
+    child's stdin stops it."""
+    proc = subprocess.Popen(
+        [*CHILD, "exchange", "--speed", str(speed), "--start", start],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http"):
+            raise RuntimeError(f"the local exchange did not start (said {url!r})")
+        yield url
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def exchange_child(speed: float, start: str) -> None:
+    """Serve until the parent closes stdin; print the URL first."""
+    from cta.exchange_server import LocalExchangeServer, LocalExchangeSettings
+
+    server = LocalExchangeServer(
+        LocalExchangeSettings(port=0, speed=speed, start=start), api_key=EXCHANGE_KEY, api_secret=EXCHANGE_SECRET
+    )
+    print(server.start(), flush=True)
+    sys.stdin.read()
+    server.stop()
+
+
+async def serve_bars(settings: Settings) -> tuple[list[DecisionRecord], dict[str, Any]]:
+    """The real serving path until `serving.max_bars` candles: the decisions and the summary row."""
+    from serving.app import serving_runtime, summarize
+
+    async with serving_runtime(settings) as runtime:
+        await runtime.worker.run()
+        return list(runtime.worker.decisions), summarize(runtime)[0]
+
+
+def _count_throttle_waits() -> list[float]:
+    """Record, per decision, the seconds the exchange client held requests back for its rate budget inside
+    `Worker._decide` (ccxt: fetch_balance and the order wait for the RequestSpacer; nothing else between the
+    start of on_candle and `_decide` touches the exchange). Returns the list the waits are appended to."""
+    from serving.worker import Worker
+
+    waits: list[float] = []
+    original = Worker._decide
+
+    async def timed(self: Worker, state: Any, **kwargs: Any) -> Any:
+        venue = getattr(self.broker, "_venue", None)
+        before = float(getattr(venue, "throttle_wait_s", 0.0))
+        try:
+            return await original(self, state, **kwargs)
+        finally:
+            waits.append(float(getattr(venue, "throttle_wait_s", 0.0)) - before)
+
+    Worker._decide = timed  # type: ignore[method-assign]
+    return waits
+
+
+def latency_columns(decisions: list[DecisionRecord]) -> dict[str, Any]:
+    """Decisions, orders and latency percentiles (ms) after the warm-up decisions."""
+    import numpy as np
+
+    ms = np.array([d.latency_s for d in decisions[WARMUP_DECISIONS:]] or [np.nan]) * 1000
+    p99 = float(np.percentile(ms, 99))
+    return {
+        "decisions": len(decisions),
+        "orders": sum(1 for d in decisions if d.order),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": p99,
+        "max_ms": float(np.max(ms)),
+        "target": f"p99<={TARGET_P99_MS:.0f}ms {'met' if p99 <= TARGET_P99_MS else 'missed'}",
+    }
+
+
+def latency_row(
+    model: str, broker: str, decisions: list[DecisionRecord], summary: dict[str, Any], waits: list[float]
+) -> dict[str, Any]:
+    """One (model, broker) row; `detail` adds the decisions with an order and, for ccxt, the rate-budget waits."""
+    import numpy as np
+
+    measured = decisions[WARMUP_DECISIONS:]
+    ms = np.array([d.latency_s for d in measured]) * 1000
+    notes = [f"fills {summary.get('fills', 0)}"]
+    ordered = np.array([d.latency_s for d in measured if d.order]) * 1000
+    if len(ordered):
+        notes.append(f"with order p50/p99 {np.percentile(ordered, 50):.0f}/{np.percentile(ordered, 99):.0f} ms")
+    first = next((d for d in decisions if d.order), None)
+    if first is not None:  # the process's first order runs cold code paths (statement compilation and the like)
+        notes.append(f"first order {first.latency_s * 1000:.0f} ms")
+    if any(waits) and len(ms):
+        wait_ms = np.array(waits[WARMUP_DECISIONS : len(decisions)]) * 1000
+        rest = ms - wait_ms
+        notes.append(
+            f"rate-budget wait p50/max {np.percentile(wait_ms, 50):.0f}/{np.max(wait_ms):.0f} ms, "
+            f"without it p50/p99 {np.percentile(rest, 50):.0f}/{np.percentile(rest, 99):.0f} ms"
+        )
+    if summary.get("note"):
+        notes.append(str(summary["note"]))
+    return {"case": f"decide {model} {broker}"} | latency_columns(decisions) | {"detail": "; ".join(notes)}
+
+
+def latency_child(model: str, bars: int, brokers: list[str], profile: bool) -> None:
+    """Train and promote `model` once, then serve `bars` candles per broker, each against a fresh exchange.
+    With `profile`: per broker, one run with wall-clock timers on the parts of a decision, one under cProfile."""
+    from cta.lake import Market
+
+    market = Market("binance", "BTC/USDT", "1h")
+    with tempfile.TemporaryDirectory(prefix=f"cta-bench-serving-{model}-") as tmp:
+        work = Path(tmp)
+        started = time.perf_counter()
+        make_champion(model, bench_settings(work, work / "train"), market)
+        train_s = time.perf_counter() - started
+        waits = _count_throttle_waits()
+        for broker in brokers:
+            if not profile:
+                waits.clear()
+                decisions, summary, wall_s = _serve_once(work / broker, broker, bars)
+                row = latency_row(model, broker, decisions, summary, waits)
+                row["detail"] += f"; train {train_s:.0f} s, serve {wall_s:.0f} s"
+                print(json.dumps(row), flush=True)
+                continue
+            timers = _install_timers()
+            decisions, _, _ = _serve_once(work / f"{broker}-timers", broker, bars)
+            parts = {k: v * 1000 / max(len(decisions), 1) for k, v in timers.items()}
+            _uninstall_timers()
+            profiling = _profile_on_candle()
+            try:
+                _serve_once(work / f"{broker}-cprofile", broker, bars)
+            finally:
+                profiling["restore"]()
+            hot = hot_packages(profiling["profiler"])
+            detail = "ms/decision: " + breakdown(parts, decisions) + f"; cProfile tottime by package: {hot}"
+            row = {"case": f"profile {model} {broker}"} | latency_columns(decisions) | {"detail": detail}
+            print(json.dumps(row), flush=True)
+
+
+def _serve_once(run_dir: Path, broker: str, bars: int) -> tuple[list[DecisionRecord], dict[str, Any], float]:
+    with exchange_process() as url:
+        settings = bench_settings(run_dir.parent, run_dir, url=url, broker=broker, bars=bars)
+        started = time.perf_counter()
+        decisions, summary = asyncio.run(serve_bars(settings))
+        return decisions, summary, time.perf_counter() - started
+
+
+# --- where the time goes ----------------------------------------------------------------------------------------
+# (module, owner attribute or None for a module function, function, label): time spent inside on_candle only;
+# nested labels overlap; a function the code no longer has is skipped
+TIMED: tuple[tuple[str, str | None, str, str], ...] = (
+    ("serving.worker", "Worker", "on_candle", "on_candle"),
+    ("serving.paper", "PaperBroker", "fill_pending", "paper fill_pending"),
+    ("serving.worker", None, "compute_features", "compute_features"),
+    ("features.feast_store", "FeatureStoreAdapter", "push", "feast write"),  # the path before d0f8680
+    ("features.feast_store", "FeatureStoreAdapter", "write_online", "feast write"),
+    ("features.feast_store", "FeatureStoreAdapter", "online", "feast read"),
+    ("features.feast_store", "FeatureStoreAdapter", "read_online", "feast read"),
+    ("serving.models_manager", "LoadedModel", "predict", "predict"),
+    ("serving.worker", "Worker", "_record_decision", "decision row+ledger"),
+    ("serving.worker", "Worker", "_order", "order path"),
+    ("serving.paper", "PaperBroker", "holdings", "holdings"),
+    ("serving.ccxt_broker", "CcxtBroker", "holdings", "holdings"),
+    ("serving.worker", None, "trading_state", "trading_state"),
+    ("serving.paper", "PaperBroker", "submit", "submit"),
+    ("serving.ccxt_broker", "CcxtBroker", "submit", "submit"),
+    ("serving.ledger", None, "append", "ledger append"),
+    ("serving.worker", "Worker", "_update_reason", "reason update"),
+    ("serving.worker", "Worker", "_snapshot", "snapshot (after the decision)"),
+)
+_ORIGINALS: list[tuple[Any, str, Any]] = []
+
+
+def _install_timers() -> dict[str, float]:
+    """Wrap the TIMED functions with perf_counter timers (negligible overhead, unlike cProfile); returns the
+    seconds accumulated per label, counting only calls made while on_candle runs (not the run loop's polls)."""
+    import importlib
+    import inspect
+
+    totals: dict[str, float] = {}
+    inside = [0]  # on_candle calls in progress
+    for module_name, owner_name, function, label in TIMED:
+        module = importlib.import_module(module_name)
+        owner = getattr(module, owner_name) if owner_name else module
+        original = (owner.__dict__ if owner_name else vars(module)).get(function)
+        if original is None:
+            continue
+        _ORIGINALS.append((owner, function, original))
+        wrapped = _timed(original, label, totals, inside, inspect.iscoroutinefunction(original))
+        setattr(owner, function, wrapped)
+    return totals
+
+
+def _timed(original: Any, label: str, totals: dict[str, float], inside: list[int], is_async: bool) -> Any:
+    outermost = label == "on_candle"
+
+    def add(started: float) -> None:
+        if inside[0] or outermost:
+            totals[label] = totals.get(label, 0.0) + time.perf_counter() - started
+
+    if is_async:
+
+        async def timed_async(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            inside[0] += outermost
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                inside[0] -= outermost
+                add(started)
+
+        return timed_async
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            add(started)
+
+    return timed
+
+
+def _uninstall_timers() -> None:
+    while _ORIGINALS:
+        owner, function, original = _ORIGINALS.pop()
+        setattr(owner, function, original)
+
+
+def breakdown(parts: dict[str, float], decisions: list[DecisionRecord]) -> str:
+    """'label ms' per timed part, the decision latency's mean first, then what no timer covers."""
+    latency = 1000 * sum(d.latency_s for d in decisions) / max(len(decisions), 1)
+    top = ("paper fill_pending", "compute_features", "feast write", "feast read", "predict")
+    top += ("decision row+ledger", "order path", "reason update")
+    covered = sum(parts.get(k, 0.0) for k in top)
+    order = list(dict.fromkeys(label for *_, label in TIMED))
+    ordered = sorted((k for k in parts if k != "on_candle"), key=order.index)
+    text = [f"latency mean {latency:.1f}"] + [f"{k} {parts[k]:.1f}" for k in ordered]
+    return ", ".join([*text, f"rest of the decision {latency - covered:.1f}"])
+
+
+def _profile_on_candle() -> dict[str, Any]:
+    """Wrap Worker.on_candle in the cProfile profiler held in the returned dict (its "restore" unwraps). The
+    profiler runs only inside on_candle; while on_candle awaits the exchange, the event loop's waiting is
+    profiled too (that is part of the decision's wall time)."""
+    from serving.worker import Worker
+
+    holder: dict[str, Any] = {"profiler": cProfile.Profile()}
+    original = Worker.on_candle
+
+    async def profiled(self: Worker, state: Any, row: list[Any], now: int) -> Any:
+        profiler = holder["profiler"]
+        profiler.enable()
+        try:
+            return await original(self, state, row, now)
+        finally:
+            profiler.disable()
+
+    def restore() -> None:
+        Worker.on_candle = original  # type: ignore[method-assign]
+
+    Worker.on_candle = profiled  # type: ignore[method-assign]
+    holder["restore"] = restore
+    return holder
+
+
+def hot_packages(profiler: cProfile.Profile, top: int = 8) -> str:
+    """Own time (tottime) by package, as % of the profiled total; the 40 functions with the most cumulative
+    time go to stderr."""
+    import io
+    import pstats
+
+    stats = pstats.Stats(profiler)
+    own: dict[str, float] = {}
+    for (filename, _, function), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        own[_package(filename, function)] = own.get(_package(filename, function), 0.0) + tottime
+    total = sum(own.values()) or 1.0
+    ranked = sorted(own.items(), key=lambda kv: -kv[1])[:top]
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(40)
+    print(out.getvalue(), file=sys.stderr)
+    return ", ".join(f"{name} {100 * seconds / total:.0f}%" for name, seconds in ranked)
+
+
+def _package(filename: str, function: str) -> str:
+    path = filename.replace("\\", "/")
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1].split("/", 1)[0]
+    if path.startswith(str(REPO)):
+        return path[len(str(REPO)) + 1 :].split("/", 1)[0]
+    if filename == "~":  # C functions: <method 'execute' of 'sqlite3.Cursor' objects>, <built-in method x.y>
+        name = function.strip("<>{}")
+        owner = name.split(" of '", 1)[1].split("'", 1)[0] if " of '" in name else name.rsplit(" ", 1)[-1]
+        return "C:" + owner.split(".")[0]
+    return "stdlib"
+
+
+# --- 2. RSS over a long replay ------------------------------------------------------------------------------------
+def replay_candles(count: int) -> tuple[pd.DataFrame, str]:
+    """`count` one-minute bars: real BTCUSDT 1m, then (if too few) real ETHUSDT 1m rescaled to continue the
+    BTC price and time grid, then (if still too few) a seeded random walk. Returns the bars and their source."""
+    import numpy as np
+    import pandas as pd
+
+    from cta.candles import normalize_candles
+
+    def load(symbol: str) -> pd.DataFrame:
+        for folder in (SHARED_CANDLES, BUNDLED_CANDLES):
+            path = folder / f"binance_{symbol}_1m.csv.gz"
+            if path.exists():
+                return normalize_candles(pd.read_csv(path).rename(columns={"timestamp": "ts"}))
+        raise FileNotFoundError(f"no 1m candles for {symbol}")
+
+    parts, sources = [load("BTCUSDT").head(count)], []
+    sources.append(f"BTCUSDT 1m real x{len(parts[0]):,}")
+    if sum(map(len, parts)) < count:
+        eth = load("ETHUSDT").head(count - len(parts[0]))
+        parts.append(_continue(parts[-1], eth))
+        sources.append(f"ETHUSDT 1m real, rescaled to continue BTC x{len(eth):,}")
+    missing = count - sum(map(len, parts))
+    if missing > 0:
+        rng = np.random.default_rng(7)
+        last = parts[-1].iloc[-1]
+        close = float(last.close) * np.exp(np.cumsum(rng.normal(0, 0.0008, missing)))
+        opens = np.concatenate([[float(last.close)], close[:-1]])
+        wick = np.abs(rng.normal(0, 0.0004, (2, missing)))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "ts": int(last.ts) + 60_000 * np.arange(1, missing + 1, dtype="int64"),
+                    "open": opens,
+                    "high": np.maximum(opens, close) * (1 + wick[0]),
+                    "low": np.minimum(opens, close) * (1 - wick[1]),
+                    "close": close,
+                    "volume": rng.gamma(2.0, 10.0, missing),
+                }
+            )
+        )
+        sources.append(f"seeded random walk x{missing:,}")
+    frame = pd.concat(parts, ignore_index=True)[["ts", "open", "high", "low", "close", "volume"]]
+    return frame, "; ".join(sources)
+
+
+def _continue(head: pd.DataFrame, tail: pd.DataFrame) -> pd.DataFrame:
+    """`tail` moved onto the minute grid right after `head`, prices scaled so its first open is head's last
+    close (volumes scaled inversely, same quote volume)."""
+    scale = float(head.close.iloc[-1]) / float(tail.open.iloc[0])
+    out = tail.copy()
+    out["ts"] = int(head.ts.iloc[-1]) + 60_000 * (1 + (out.ts - out.ts.iloc[0]) // 60_000)
+    for column in ("open", "high", "low", "close"):
+        out[column] = out[column] * scale
+    out["volume"] = out["volume"] / scale
+    return out
+
+
+def build_replay_worker(settings: Settings, market: Market, candles: pd.DataFrame, clock: dict[str, int]) -> Worker:
+    """A Worker over an in-memory candle source (as tests/serving/test_replay_parity.py builds it)."""
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from backtests.engine import Execution
+    from features.feast_store import feature_store_for
+    from serving.db import make_engine, session_factory, upgrade
+    from serving.models_manager import ModelManager
+    from serving.paper import PaperBroker
+    from serving.worker import Worker
+    from training.tracking import registered_model_name
+
+    engine = make_engine(settings.serving.database_url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    ts = candles["ts"].to_numpy()
+
+    async def now_ms() -> int:
+        return clock["now"]
+
+    async def fetch(_: Market, since: int, limit: int) -> list[list[Any]]:
+        chunk = candles.iloc[int(ts.searchsorted(since)) :].head(limit)
+        return [[int(r.ts), r.open, r.high, r.low, r.close, r.volume] for r in chunk.itertuples()]
+
+    store = feature_store_for(settings.features)
+    store.apply()
+    execution = Execution.from_settings(settings.costs, settings.backtest)
+    broker = PaperBroker(sessions, execution, settings.serving.client_order_prefix, lambda: clock["now"])
+    holder: dict[str, Worker] = {}
+    models = ModelManager(
+        MlflowClient(),
+        {str(market): registered_model_name(market)},
+        lambda key: pd.DataFrame(list(holder["worker"].states[key].features)),
+        poll_s=3600,
+    )
+    worker = Worker(
+        settings,
+        markets=[market],
+        sessions=sessions,
+        broker=broker,
+        models=models,
+        store=store,
+        fetch_candles=fetch,
+        now_ms=now_ms,
+    )
+    holder["worker"] = worker
+    return worker
+
+
+def rss_mb() -> float:
+    import psutil
+
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
+async def replay(worker: Worker, market: Market, rows: list[list[Any]], clock: dict[str, int]) -> list[dict[str, Any]]:
+    """Feed `rows` through on_candle; a sample (bars, wall s, RSS MB) every RSS_SAMPLE_EVERY bars."""
+    key = str(market)
+    await worker.start()
+    await worker.models.refresh(key)
+    if worker.models.model(key) is None:
+        raise RuntimeError(f"no champion: {worker.models.problem(key)}")
+    state, bar_ms = worker.states[key], 60_000
+    samples = [{"bars": 0, "s": 0.0, "rss_mb": rss_mb()}]
+    started = time.perf_counter()
+    for i, row in enumerate(rows, start=1):
+        now = int(row[0]) + bar_ms
+        clock["now"] = now
+        await worker.on_candle(state, row, now)
+        if i % RSS_SAMPLE_EVERY == 0 or i == len(rows):
+            samples.append({"bars": i, "s": time.perf_counter() - started, "rss_mb": rss_mb()})
+    return samples
+
+
+def rss_child(bars: int) -> None:
+    """Replay `bars` one-minute bars through one Worker trading a flip champion that changes position every
+    RSS_FLIP_EVERY bars (orders, paper fills and ledger rows accumulate as for an active strategy; the
+    trained logistic model stays flat on 1m bars, so it would leave the order path unexercised)."""
+    from cta.lake import Market
+    from features.compute import history_needed
+
+    market = Market("binance", "BTC/USDT", "1m")
+    warm_rows = history_needed(None) + 8
+    candles, source = replay_candles(bars + warm_rows)
+    with tempfile.TemporaryDirectory(prefix="cta-bench-serving-rss-") as tmp:
+        work = Path(tmp)
+        settings = bench_settings(work, work / "replay", timeframe="1m")
+        make_champion("flip", settings, market, flip_every=RSS_FLIP_EVERY)
+        clock = {"now": int(candles.ts.iloc[warm_rows])}  # the first replayed bar has not closed yet
+        worker = build_replay_worker(settings, market, candles, clock)
+        rows = [
+            [int(r.ts), float(r.open), float(r.high), float(r.low), float(r.close), float(r.volume)]
+            for r in candles.iloc[warm_rows:].itertuples()
+        ]
+        samples = asyncio.run(replay(worker, market, rows, clock))
+        db = sum(p.stat().st_size for p in (work / "replay").glob("serving.db*"))
+        decisions = worker.decision_count()
+    warm_at = min(5_000, max(bars // 5, RSS_SAMPLE_EVERY))
+    warm = next(s for s in samples if s["bars"] >= warm_at)
+    end = samples[-1]
+    first_k = next(s for s in samples if s["bars"] >= min(RSS_SAMPLE_EVERY, len(rows)))
+    last_k = [s for s in samples if s["bars"] <= end["bars"] - RSS_SAMPLE_EVERY][-1]
+    growth = (end["rss_mb"] - warm["rss_mb"]) / warm["rss_mb"]
+    every_5k = " ".join(f"{s['rss_mb']:.0f}" for s in samples if s["bars"] % 5_000 == 0)
+    speeds = f"{first_k['bars'] / first_k['s']:.1f}/{(end['bars'] - last_k['bars']) / (end['s'] - last_k['s']):.1f}"
+    row = {
+        "case": f"rss replay 1m paper flip/{RSS_FLIP_EVERY}",
+        **latency_columns(worker.decisions),
+        "target": f"growth<{TARGET_RSS_GROWTH:.0%} {'met' if growth < TARGET_RSS_GROWTH else 'missed'}",
+        "bars_per_s": end["bars"] / end["s"],
+        "rss_warm_mb": warm["rss_mb"],
+        "rss_end_mb": end["rss_mb"],
+        "rss_growth_pct": growth * 100,
+        "db_mb": db / 2**20,
+        "detail": (
+            f"{end['bars']:,} bars ({source}) in {end['s']:.0f} s; {decisions:,} decision rows; "
+            f"RSS at start {samples[0]['rss_mb']:.0f} MB, after warm-up at bar {warm['bars']:,}, "
+            f"every 5k bars: {every_5k} MB; bars/s first/last 1k {speeds}"
+        ),
+    }
+    print(json.dumps(row), flush=True)
+
+
+# --- child entry point --------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--child", choices=("latency", "rss", "exchange"), required=True)
+    parser.add_argument("--model", choices=MODELS, default="logistic")
+    parser.add_argument("--brokers", nargs="+", choices=BROKERS, default=list(BROKERS))
+    parser.add_argument("--bars", type=int, default=300)
+    parser.add_argument("--profile", action="store_true", help="cProfile on_candle (latency child)")
+    parser.add_argument("--speed", type=float, default=SPEED)
+    parser.add_argument("--start", default=EXCHANGE_START)
+    args = parser.parse_args(argv)
+    from cta.runtime_env import apply_offline_env
+
+    apply_offline_env(REPO / "data")
+    if args.child == "exchange":
+        exchange_child(args.speed, args.start)
+    elif args.child == "latency":
+        latency_child(args.model, args.bars, args.brokers, args.profile)
+    else:
+        rss_child(args.bars)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
