@@ -50,6 +50,9 @@ app.add_typer(models_app, name="models")
 app.add_typer(ledger_app, name="ledger")
 
 SymbolOpt = Annotated[list[str] | None, typer.Option("--symbol", "-s", help="Symbol, e.g. BTC/USDT (repeatable).")]
+CandidateOpt = Annotated[
+    list[str] | None, typer.Option("--candidate", "-c", help="Family: logistic, gbm, keras, ppo (repeatable).")
+]
 TimeframeOpt = Annotated[list[str] | None, typer.Option("--timeframe", "-t", help="Timeframe, e.g. 1h (repeatable).")]
 
 
@@ -256,9 +259,7 @@ def _print_features(result: dict[str, Any]) -> None:
 def train(
     symbol: SymbolOpt = None,
     timeframe: TimeframeOpt = None,
-    candidate: Annotated[
-        list[str] | None, typer.Option("--candidate", "-c", help="Family: logistic, gbm, keras, ppo (repeatable).")
-    ] = None,
+    candidate: CandidateOpt = None,
 ) -> None:
     """Train the candidate families on point-in-time features; log and register them in MLflow."""
     from flows.train import train_flow
@@ -293,9 +294,7 @@ def _print_training(rows: list[dict[str, Any]]) -> None:
 def pipeline(
     symbol: SymbolOpt = None,
     timeframe: TimeframeOpt = None,
-    candidate: Annotated[
-        list[str] | None, typer.Option("--candidate", "-c", help="Family: logistic, gbm, keras, ppo (repeatable).")
-    ] = None,
+    candidate: CandidateOpt = None,
 ) -> None:
     """The whole pipeline as one Prefect flow: ingest → validate → features → train → backtest → gate →
     promote. Prints the verdict of every candidate."""
