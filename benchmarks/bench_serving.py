@@ -554,7 +554,6 @@ def _continue(head: pd.DataFrame, tail: pd.DataFrame) -> pd.DataFrame:
 
 def build_replay_worker(settings: Settings, market: Market, candles: pd.DataFrame, clock: dict[str, int]) -> Worker:
     """A Worker over an in-memory candle source (as tests/serving/test_replay_parity.py builds it)."""
-    import pandas as pd
     from mlflow import MlflowClient
 
     from backtests.engine import Execution
@@ -585,7 +584,7 @@ def build_replay_worker(settings: Settings, market: Market, candles: pd.DataFram
     models = ModelManager(
         MlflowClient(),
         {str(market): registered_model_name(market)},
-        lambda key: pd.DataFrame(list(holder["worker"].states[key].features)),
+        lambda key: holder["worker"].feature_frame(key),  # noqa: PLW0108 (built below)
         poll_s=3600,
     )
     worker = Worker(

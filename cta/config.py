@@ -50,6 +50,9 @@ class LoggingSettings(_Strict):
     backup_count: Annotated[int, Field(ge=0)] = 5
 
 
+DEFAULT_BURST_COST = 20.0  # request cost units: about 1 s of Binance's budget (ccxt: 50 ms per unit)
+
+
 class ExchangeSettings(_Strict):
     """The venue CTA reads candles from (and later trades on), through ccxt."""
 
@@ -61,6 +64,9 @@ class ExchangeSettings(_Strict):
     # Share of the venue's documented request budget that ccxt's rate limiter may use (ccxt knows each
     # venue's limits and per-endpoint costs). Above 1 exceeds the venue's limits: local exchange only.
     rate_limit_share: Annotated[float, Field(gt=0, le=100)] = 0.9
+    # Burst of that budget, in ccxt cost units, usable at once after a quiet spell (cta.exchange.RequestSpacer);
+    # 0 spaces every request by its own cost.
+    rate_limit_burst: Annotated[float, Field(ge=0, le=1000)] = DEFAULT_BURST_COST
     timeout_ms: Annotated[int, Field(gt=0)] = 10_000
     page_limit: Annotated[int, Field(gt=0, le=5000)] = 1000
     verbose: bool = False  # ccxt's request/response dump, at DEBUG on the "ccxt.verbose" logger (redacted)

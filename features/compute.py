@@ -10,12 +10,13 @@ docs/features.md); the lake reports every gap.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
 from cta.candles import CANDLE_COLUMNS, CANDLE_DTYPES, normalize_candles
 from cta.errors import DataValidationError
-from features.indicators import Bars
+from features.indicators import Bars, Tail
 from features.registry import select, warmup_bars
 
 _CANDLE_DTYPES = [CANDLE_DTYPES[c] for c in CANDLE_COLUMNS]
@@ -41,6 +42,20 @@ def compute_features(candles: pd.DataFrame, names: Sequence[str] | None = None) 
     for spec in specs:
         columns[spec.name] = spec.fn(bars).to_numpy(dtype="float64")[warmup:]
     return pd.DataFrame(columns)
+
+
+def compute_newest(rows: Any, names: Sequence[str] | None = None) -> dict[str, float]:
+    """The feature row of the LAST candle of `rows` ((ts, open, high, low, close, volume), oldest first,
+    validated and increasing: the serving worker's tail), as {name: value}.
+
+    Equal to `compute_features(rows).iloc[-1]` to float rounding (tests/features/test_newest.py, feature
+    by feature), without computing the other rows: the worker's path per closed candle."""
+    specs = select(tuple(names) if names is not None else None)
+    needed = warmup_bars(specs) + 1
+    if len(rows) < needed:
+        raise InsufficientHistory(needed=needed, got=len(rows))
+    tail = Tail.from_rows(rows[-needed:] if len(rows) > needed else rows)
+    return {spec.name: float(spec.newest(tail)) for spec in specs}
 
 
 def history_needed(names: Sequence[str] | None = None) -> int:

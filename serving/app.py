@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -114,7 +113,7 @@ async def serving_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     models = ModelManager(
         MlflowClient(),
         {str(m): registered_model_name(m) for m in markets},
-        lambda market: pd.DataFrame(list(holder["worker"].states[market].features)),
+        lambda market: holder["worker"].feature_frame(market),  # noqa: PLW0108 (the worker is built below)
         poll_s=settings.serving.model_poll_s,
     )
     async with make_exchange(settings) as exchange:
@@ -197,7 +196,6 @@ def summarize(runtime: Runtime) -> list[dict[str, Any]]:
     worker = runtime.worker
     with runtime.sessions() as session:
         for key, state in worker.states.items():
-            decisions = [d for d in worker.decisions if d.market == key]
             fills = session.scalar(select(func.count(Fill.id)).where(Fill.market == key)) or 0
             snapshots = session.execute(
                 select(EquitySnapshot.ts, EquitySnapshot.equity)
@@ -216,8 +214,8 @@ def summarize(runtime: Runtime) -> list[dict[str, Any]]:
                     "market": key,
                     "model": f"v{loaded.version}" if loaded else "none",
                     "bars": state.bars,
-                    "decisions": len(decisions),
-                    "orders": sum(1 for d in decisions if d.order),
+                    "decisions": state.decisions,
+                    "orders": state.orders,
                     "fills": int(fills),
                     "pnl": equity / start_equity - 1.0,
                     "buy_and_hold": hold,

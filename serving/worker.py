@@ -31,7 +31,8 @@ from cta.errors import CTAError
 from cta.lake import Market
 from cta.timeframes import timeframe_ms
 from cta.validation import candle_problem
-from features.compute import compute_features, history_needed
+from features.compute import compute_features, compute_newest, history_needed
+from features.registry import feature_names
 from serving import ledger
 from serving.control import acknowledge_cancel_open, set_trading_state, trading_state
 from serving.models import Decision, EquitySnapshot
@@ -53,13 +54,16 @@ class MarketState:
     market: Market
     bar_ms: int
     candles: deque[list[Any]]  # the last candles, enough for every feature
-    features: deque[dict[str, float]]  # the last feature rows (model context)
+    features: deque[np.ndarray]  # the last feature rows (model context), in `Worker.columns` order
     target: float = 0.0  # the position decided last (fraction of equity)
+    model_position: float | None = None  # the model's last prediction (a stateful model continues from it)
     last_ts: int | None = None  # open time of the newest candle processed
     bars: int = 0  # candles processed since start
     peak_equity: float = 0.0
     day_open_equity: float = 0.0
     day: int = -1
+    decisions: int = 0  # decisions and orders made since start
+    orders: int = 0
     skipped: list[str] = field(default_factory=list)
 
 
@@ -73,6 +77,9 @@ class DecisionRecord:
     order: str | None  # client order id of the order sent, if any
     reason: str
     latency_s: float
+
+
+KEEP_DECISIONS = 10_000  # recent decisions kept in memory (tests, benchmarks); the database holds them all
 
 
 class Worker:
@@ -101,12 +108,13 @@ class Worker:
         self.metrics = metrics
         self.execution = Execution.from_settings(settings.costs, settings.backtest)
         self.names = list(settings.features.names) if settings.features.names else None
+        self.columns = self.names or feature_names()
         self.history = history_needed(self.names)
         self.states = {
             str(m): MarketState(m, timeframe_ms(m.timeframe), deque(maxlen=self.history + 8), deque(maxlen=256))
             for m in markets
         }
-        self.decisions: list[DecisionRecord] = []
+        self.decisions: deque[DecisionRecord] = deque(maxlen=KEEP_DECISIONS)
 
     # --- start-up ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -122,7 +130,7 @@ class Worker:
                     select(Decision).where(Decision.market == key).order_by(Decision.candle_ts.desc()).limit(1)
                 )
             if last is not None:
-                state.target, state.last_ts = last.target, last.candle_ts
+                state.target, state.last_ts, state.model_position = last.target, last.candle_ts, last.prediction
             end = state.last_ts if state.last_ts is not None else _last_closed_open(now, state.bar_ms)
             since = end - (self.history + 4) * state.bar_ms
             rows = [r for r in await self.fetch_candles(state.market, since, self.history + 8) if r[0] <= end]
@@ -137,8 +145,13 @@ class Worker:
         if len(state.candles) < self.history:
             return
         frame = compute_features(_frame(state.candles), self.names)
-        for _, row in frame.tail(state.features.maxlen or 256).iterrows():
-            state.features.append({k: float(v) for k, v in row.items() if k != "ts"})
+        for row in frame[self.columns].to_numpy(dtype="float64")[-(state.features.maxlen or 256) :]:
+            state.features.append(row)
+
+    def feature_frame(self, market: str) -> pd.DataFrame:
+        """The market's recent feature rows (model context; the model manager's smoke rows)."""
+        rows = self.states[market].features
+        return pd.DataFrame(np.stack(rows) if rows else None, columns=self.columns)
 
     # --- the loop ---------------------------------------------------------------------------------
     async def step(self) -> int:
@@ -216,20 +229,19 @@ class Worker:
         return record
 
     def _features(self, state: MarketState, ts: int) -> dict[str, float] | None:
-        """Compute the newest feature row, push it to the online store and read it back through Feast
-        (the serving path of the feature store). None while the history is too short."""
+        """Compute the newest feature row (the numpy newest-row form of the one feature function, held
+        equal to it by tests), push it to the online store and read it back through Feast (the serving
+        path of the feature store). None while the history is too short."""
         if len(state.candles) < self.history:
             return None
-        tail = list(state.candles)[-self.history :]
-        frame = compute_features(_frame(tail), self.names)
-        computed = {name: float(value) for name, value in frame.iloc[-1].items() if name != "ts"}
+        computed = compute_newest(list(state.candles)[-self.history :], self.names)
         close_time = pd.Timestamp(ts + state.bar_ms, unit="ms", tz="UTC")
         self.store.write_online(str(state.market), close_time.to_pydatetime(), computed)
         stamp, online = self.store.read_online(str(state.market))
         if stamp is None or stamp < close_time:
             raise CTAError(f"{state.market}: online features are stale ({stamp} < {close_time})")
         values = {name: online[name] for name in computed}
-        state.features.append(values)
+        state.features.append(np.fromiter((values[name] for name in self.columns), "float64", len(self.columns)))
         return values
 
     async def _decide(
@@ -244,9 +256,12 @@ class Worker:
         elif model is None:
             reason = self.models.problem(key) or "no model"
         else:
-            context = pd.DataFrame(list(state.features)[-max(model.history_rows * 4, 1) :])
+            # the context a backtest gives the row: 4 x history rows before it (backtests.evaluate.model_positions)
+            rows = list(state.features)[-(model.history_rows * 4 + 1) :]
+            context = pd.DataFrame(np.stack(rows), columns=self.columns)
             try:
-                prediction = float(model.predict(context)[-1])
+                prediction = model.predict_next(context, state.model_position)
+                state.model_position = prediction
             except Exception as e:  # noqa: BLE001 (a failing model makes no order, never a crash)
                 reason = f"model failed: {type(e).__name__}: {e}"
                 if self.metrics:
@@ -282,6 +297,8 @@ class Worker:
             self.metrics.decision(key, latency)
         record = DecisionRecord(key, ts, prediction, state.target, intent.delta, order_id, reason, latency)
         self.decisions.append(record)
+        state.decisions += 1
+        state.orders += order_id is not None
         return record
 
     async def _order(

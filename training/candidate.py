@@ -36,6 +36,7 @@ class Candidate:
     fold_metrics: list[dict[str, float]]  # one dict per walk-forward fold
     pip_requirements: list[str]
     history_rows: int = 1  # rows of context one decision needs
+    stateful: bool = False  # its position depends on its previous position (predict param "previous_position")
     artifacts: dict[str, str] | None = None  # files logged with the pyfunc (e.g. a Keras model)
     log_extras: Callable[[], None] | None = None  # extra MLflow logging (plots) inside the run
     validation_metrics: dict[str, float] = field(default_factory=dict)

@@ -119,6 +119,7 @@ def log_position_model(
     family: str,
     pip_requirements: list[str],
     history_rows: int = 1,
+    stateful: bool = False,
     artifacts: dict[str, str] | None = None,
 ) -> Any:
     """Log the pyfunc (signature: features -> position) and register it as a new version of the
@@ -138,7 +139,7 @@ def log_position_model(
         input_example=example,
         pip_requirements=[*BASE_REQUIREMENTS, *pip_requirements],
         registered_model_name=name,
-        metadata={"history_rows": history_rows, "output": POSITION, "family": family},
+        metadata={"history_rows": history_rows, "output": POSITION, "family": family, "stateful": stateful},
     )
     client = mlflow.MlflowClient()
     version = client.get_model_version(name, str(info.registered_model_version))

@@ -101,6 +101,7 @@ def train_candidate(name: str, data: TrainingData, settings: Settings, registry_
             family=name,
             pip_requirements=candidate.pip_requirements,
             history_rows=candidate.history_rows,
+            stateful=candidate.stateful,
             artifacts=candidate.artifacts,
         )
         return TrainingOutcome(

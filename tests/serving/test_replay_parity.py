@@ -1,6 +1,8 @@
 """Replay parity: the out-of-sample candles fed bar by bar through the serving worker (features pushed
 to and read back from Feast, the champion loaded from the MLflow registry, decide(), risk checks, the
-paper broker) produce exactly the backtest's decisions and fills."""
+paper broker) produce exactly the backtest's decisions and fills. For a trained stateless model (logistic)
+and for a stateful one (hysteresis bands: its position depends on its previous one, which the worker streams
+back to it; without that, the worker's short context starts it flat and the decisions differ)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from mlflow.models import infer_signature
 from sqlalchemy import select
 
 from backtests.engine import Execution, run_fast
@@ -40,11 +43,42 @@ MARKET = Market("binance", "BTC/USDT", "1h")
 BAR_MS = 3_600_000
 
 
-@pytest.fixture
-def champion_settings(tmp_path: Path) -> Any:
+class Hysteresis(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """Long from RSI > 60 until RSI < 40, else flat: a stateful model (like PPO, which conditions on the
+    position it holds). `previous_position` continues the walk for the last row (the serving contract)."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        rsi = model_input["rsi_14"].to_numpy()
+        previous = (params or {}).get("previous_position")
+        held, first = (0.0, 0) if previous is None else (float(previous), len(rsi) - 1)
+        out = np.zeros(len(rsi))
+        for t in range(first, len(rsi)):
+            held = 1.0 if rsi[t] > 60 else 0.0 if rsi[t] < 40 else held
+            out[t] = held
+        return out
+
+
+def log_hysteresis(name: str) -> str:
+    example = compute_features(real_candles("BTCUSDT", "1h", 200)).drop(columns="ts").head(5)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=Hysteresis(),
+            signature=infer_signature(example, Hysteresis().predict(None, example)),
+            registered_model_name=name,
+            metadata={"history_rows": 1, "stateful": True},
+        )
+    return str(info.registered_model_version)
+
+
+@pytest.fixture(params=["logistic", "hysteresis"])
+def champion_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     settings = load_test_settings(
         paths={"data_dir": str(tmp_path / "data"), "logs_dir": str(tmp_path / "logs")},
-        training={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_root": str(tmp_path / "mlruns")},
+        training={
+            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "artifact_root": str(tmp_path / "mlruns"),
+        },
         features={"feast_dir": str(tmp_path / "feast"), "table_dir": str(tmp_path / "features")},
         serving={
             "database_url": f"sqlite:///{tmp_path / 'serving.db'}",
@@ -52,10 +86,13 @@ def champion_settings(tmp_path: Path) -> Any:
         },
     )
     configure_mlflow(settings)
-    outcome = train_candidate("logistic", training_data(rows=3000), settings, registry_version())
     name = registered_model_name(MARKET)
+    if request.param == "hysteresis":
+        version = log_hysteresis(name)
+    else:
+        version = train_candidate(request.param, training_data(rows=3000), settings, registry_version()).version
     lock = registry_lock(settings.training.tracking_uri, tmp_path / "locks", name)
-    promote(MlflowClient(), name, outcome.version, expected_champion=None, reason="test", lock=lock)
+    promote(MlflowClient(), name, version, expected_champion=None, reason="test", lock=lock)
     return settings
 
 
@@ -109,7 +146,7 @@ def build_worker(settings: Any, candles: pd.DataFrame, tmp_path: Path, start: in
     manager = ModelManager(
         MlflowClient(),
         {str(MARKET): registered_model_name(MARKET)},
-        lambda market: pd.DataFrame(list(holder["worker"].states[market].features)),
+        lambda market: holder["worker"].feature_frame(market),  # noqa: PLW0108 (built below)
         poll_s=3600,
     )
     worker = Worker(

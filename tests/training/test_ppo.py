@@ -161,6 +161,20 @@ def test_candidate_follows_the_contract(candidate: Candidate, data: TrainingData
     assert (candidate.python_model.predict(None, gap)[t : t + WINDOW] == 0).all()
 
 
+def test_streaming_one_row_at_a_time_equals_the_walk(candidate: Candidate, data: TrainingData) -> None:
+    """The serving worker passes the model its own previous position; row by row, that reproduces the
+    positions of one walk over the whole block (the backtest's), including where the position persists."""
+    frame = data.validation.X
+    walk = candidate.python_model.predict(None, frame)
+    streamed = [
+        candidate.python_model.predict(
+            None, frame.iloc[max(0, t - 4 * WINDOW) : t + 1], params={"previous_position": walk[t - 1]}
+        )[-1]
+        for t in range(WINDOW, len(frame))
+    ]
+    np.testing.assert_array_equal(streamed, walk[WINDOW:])
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*Overriding environment rllib-single-agent-env-v0")
 def test_same_seed_same_policy_and_ray_files_stay_in_the_project_dir(

@@ -147,17 +147,3 @@ def test_small_write_batches_commit_progress(lake: CandleLake, quarantine: Quara
     venue = ListVenue(candle_rows(T0, 250), now_ms=T0 + 250 * HOUR_MS)
     report = run(venue, lake, quarantine, write_every_rows=100)
     assert report.added == 250 and len(lake.read(MARKET)) == 250
-
-
-def test_request_spacer_waits_only_for_what_the_budget_requires() -> None:
-    from cta.exchange import RequestSpacer
-
-    now = [100.0]
-    spacer = RequestSpacer(ms_per_cost=50, now=lambda: now[0])  # 20 cost units per second
-    assert spacer.reserve(1) == 0.0  # the first request goes at once
-    assert spacer.reserve(1) == pytest.approx(0.05)  # a burst is spaced...
-    assert spacer.reserve(2) == pytest.approx(0.10)  # ...by the cost of what went before it
-    now[0] += 1.0  # a slow request: the budget has long refilled, no wait
-    assert spacer.reserve(0.4) == 0.0
-    now[0] += 0.01
-    assert spacer.reserve(1) == pytest.approx(0.01)  # 0.4 units = 20 ms; 10 ms have passed

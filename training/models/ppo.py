@@ -141,9 +141,22 @@ class PPOPositionModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
                 torch.set_num_threads(threads)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
+        """Positions in {-1, 0, 1}, one per row: a walk from flat through the rows, each action taken
+        from the position the previous row chose.
+
+        `params["previous_position"]` (the serving worker, streaming one candle at a time): the position
+        this model chose for the row before the last; the LAST row's position then continues from it
+        instead of from the walk over `model_input`, so streaming equals one walk over the whole series (only
+        that row is computed; the others are returned as 0)."""
         rows = len(model_input)
         positions = np.zeros(rows, dtype="float64")
         if rows < self.window:
+            return positions
+        previous = (params or {}).get("previous_position")
+        if previous is not None:  # only the last window's actions are needed
+            table, valid = self.action_table(model_input.iloc[-self.window :])
+            held = round(min(1.0, max(-1.0, float(previous)))) + 1
+            positions[-1] = (int(table[held][-1]) if bool(valid[-1]) else 1) - 1.0
             return positions
         table, valid = self.action_table(model_input)
         actions = table.tolist()
@@ -339,6 +352,7 @@ def fit_ppo(data: TrainingData, settings: TrainingSettings, costs: CostModel) ->
         fold_metrics=folds,
         pip_requirements=[TORCH_REQUIREMENT],
         history_rows=window,
+        stateful=True,
         artifacts={"policy": str(policy_dir / POLICY_FILE)},
         log_extras=lambda: _plot_returns(returns),
         validation_metrics=evaluate(model, data.validation, costs),
