@@ -1,9 +1,12 @@
 """Serving benchmarks: decision latency per model family on the local exchange, and memory over a long replay.
 
 1. Decision latency, "closed candle seen -> order sent": the worker's own `DecisionRecord.latency_s`
-   (perf_counter from the start of `Worker.on_candle` to the broker's submit returning, or to the end of the
-   decision when no order is sent). Per family (logistic, gbm, keras, ppo; trained quickly on real candles,
-   registered in a temp MLflow registry and promoted champion) and for a deterministic "flip" champion that
+   (perf_counter from the closed candle in `Worker.on_candle` to the broker's submit returning, or to the
+   decision being committed when no order is sent). With the paper broker, the simulated venue first fills
+   the previous order at this candle's open; that is the exchange's work (a real venue fills a market order
+   when it arrives, a bar earlier) and is reported apart ("paper venue fill before the decision").
+   Per family (logistic, gbm, keras, ppo; trained quickly on real candles, registered in a temp MLflow
+   registry and promoted champion) and for a deterministic "flip" champion that
    alternates long/flat so that every bar sends an order, the real `serving_runtime` (DB, Feast, registry,
    broker, API) trades against a LocalExchangeServer run in its own process (so its HTTP handling does not
    share the worker's GIL), once with the paper broker and once with ccxt orders over HTTP. The first
@@ -238,8 +241,9 @@ async def serve_bars(settings: Settings) -> tuple[list[DecisionRecord], dict[str
 
 def _count_throttle_waits() -> list[float]:
     """Record, per decision, the seconds the exchange client held requests back for its rate budget inside
-    `Worker._decide` (ccxt: fetch_balance and the order wait for the RequestSpacer; nothing else between the
-    start of on_candle and `_decide` touches the exchange). Returns the list the waits are appended to."""
+    `Worker._decide` (ccxt: the order's requests, and a balance fetch when the broker's view is stale, wait for
+    the RequestSpacer; nothing else between the start of on_candle and `_decide` touches the exchange).
+    Returns the list the waits are appended to."""
     from serving.worker import Worker
 
     waits: list[float] = []
@@ -286,6 +290,12 @@ def latency_row(
     ordered = np.array([d.latency_s for d in measured if d.order]) * 1000
     if len(ordered):
         notes.append(f"with order p50/p99 {np.percentile(ordered, 50):.0f}/{np.percentile(ordered, 99):.0f} ms")
+    venue = np.array([d.venue_s for d in measured if d.venue_s]) * 1000
+    if len(venue) and broker == "paper":
+        notes.append(
+            "paper venue fill before the decision p50/p99 "
+            f"{np.percentile(venue, 50):.1f}/{np.percentile(venue, 99):.1f} ms"
+        )
     first = next((d for d in decisions if d.order), None)
     if first is not None:  # the process's first order runs cold code paths (statement compilation and the like)
         notes.append(f"first order {first.latency_s * 1000:.0f} ms")
@@ -349,13 +359,15 @@ def _serve_once(run_dir: Path, broker: str, bars: int) -> tuple[list[DecisionRec
 # nested labels overlap; a function the code no longer has is skipped
 TIMED: tuple[tuple[str, str | None, str, str], ...] = (
     ("serving.worker", "Worker", "on_candle", "on_candle"),
-    ("serving.paper", "PaperBroker", "fill_pending", "paper fill_pending"),
-    ("serving.worker", None, "compute_features", "compute_features"),
+    ("serving.paper", "PaperBroker", "fill_pending", "paper fill_pending (before the latency starts)"),
+    ("serving.worker", None, "compute_features", "compute_features"),  # the path before the newest-row form
+    ("serving.worker", None, "compute_newest", "compute_newest"),
     ("features.feast_store", "FeatureStoreAdapter", "push", "feast write"),  # the path before d0f8680
     ("features.feast_store", "FeatureStoreAdapter", "write_online", "feast write"),
     ("features.feast_store", "FeatureStoreAdapter", "online", "feast read"),
     ("features.feast_store", "FeatureStoreAdapter", "read_online", "feast read"),
     ("serving.models_manager", "LoadedModel", "predict", "predict"),
+    ("serving.models_manager", "LoadedModel", "predict_next", "predict"),
     ("serving.worker", "Worker", "_record_decision", "decision row+ledger"),
     ("serving.worker", "Worker", "_order", "order path"),
     ("serving.paper", "PaperBroker", "holdings", "holdings"),
@@ -364,8 +376,9 @@ TIMED: tuple[tuple[str, str | None, str, str], ...] = (
     ("serving.paper", "PaperBroker", "submit", "submit"),
     ("serving.ccxt_broker", "CcxtBroker", "submit", "submit"),
     ("serving.ledger", None, "append", "ledger append"),
-    ("serving.worker", "Worker", "_update_reason", "reason update"),
+    ("serving.worker", "Worker", "_update_reason", "reason update (after the order is sent)"),
     ("serving.worker", "Worker", "_snapshot", "snapshot (after the decision)"),
+    ("serving.worker", None, "checkpoint", "WAL checkpoint (after the decision)"),
 )
 _ORIGINALS: list[tuple[Any, str, Any]] = []
 
@@ -429,8 +442,8 @@ def _uninstall_timers() -> None:
 def breakdown(parts: dict[str, float], decisions: list[DecisionRecord]) -> str:
     """'label ms' per timed part, the decision latency's mean first, then what no timer covers."""
     latency = 1000 * sum(d.latency_s for d in decisions) / max(len(decisions), 1)
-    top = ("paper fill_pending", "compute_features", "feast write", "feast read", "predict")
-    top += ("decision row+ledger", "order path", "reason update")
+    top = ("compute_features", "compute_newest", "feast write", "feast read", "predict")
+    top += ("decision row+ledger", "order path")
     covered = sum(parts.get(k, 0.0) for k in top)
     order = list(dict.fromkeys(label for *_, label in TIMED))
     ordered = sorted((k for k in parts if k != "on_candle"), key=order.index)

@@ -113,7 +113,12 @@ def set_trading_state(
 def trading_state(session_factory: sessionmaker[Session]) -> ControlSnapshot:
     """The persisted kill switch; RUNNING (no reason, no cancel request) when it was never set."""
     with session_factory() as session:
-        return _snapshot(orders.get_control_state(session))
+        return read_trading_state(session)
+
+
+def read_trading_state(session: Session) -> ControlSnapshot:
+    """`trading_state` inside the caller's transaction."""
+    return _snapshot(orders.get_control_state(session))
 
 
 def acknowledge_cancel_open(

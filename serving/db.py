@@ -7,6 +7,11 @@ default: a deferred transaction that reads and then writes fails outright (the b
 another writer committed in between, whereas an immediate one takes the write lock first and waits its turn.
 Readers beside the worker take `session_factory(engine, read_only=True)`, which begins DEFERRED (the execution
 option `sqlite_begin="DEFERRED"`) and so never holds the write lock.
+
+WAL checkpoints are not left to SQLite's automatic one, which runs inside whichever commit crosses 1,000
+pages and made one decision in ~80 take 15 ms longer (measured): connections set `wal_autocheckpoint=0`, and
+the worker calls `checkpoint` after each candle, once its decision and order are done. (SQLite still
+checkpoints when the last connection closes, so other writers need nothing.)
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ def _install_sqlite_events(engine: Engine, busy_timeout_ms: int, sqlite_begin: s
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cursor.execute("PRAGMA wal_autocheckpoint=0")  # see `checkpoint`
         finally:
             cursor.close()
 
@@ -138,3 +144,18 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def checkpoint(sessions: sessionmaker[Session]) -> None:
+    """Copy the SQLite write-ahead log into the database file (PASSIVE: never waits for readers), off the
+    decision path; nothing on PostgreSQL."""
+    engine = sessions.kw.get("bind")
+    if not isinstance(engine, Engine) or engine.dialect.name != "sqlite":
+        return
+    raw = engine.raw_connection()  # outside any transaction: the pragma cannot run inside one
+    try:
+        cursor = raw.cursor()
+        cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        cursor.close()
+    finally:
+        raw.close()

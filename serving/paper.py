@@ -44,6 +44,7 @@ class PaperBroker:
         self.prefix = prefix
         self.now_ms = now_ms
         self._accounts: dict[str, tuple[float, float]] = {}  # market -> (units, cash), from the fills
+        self._idle: set[str] = set()  # markets known to have no order waiting for a fill (no query per candle)
 
     async def start(self) -> ReconcileReport:
         """Nothing external to reconcile: orders acknowledged before a restart fill at the next candle.
@@ -62,8 +63,10 @@ class PaperBroker:
         return ReconcileReport()
 
     async def submit(self, request: OrderRequest) -> OrderOutcome:
-        """Record the intent, then acknowledge it: it fills at the next candle's open."""
+        """Record the intent and acknowledge it in one transaction (the paper venue is this database, so
+        there is no request in between to lose): it fills at the next candle's open."""
         cid = client_order_id(self.prefix, str(request.market), request.candle_ts, request.seq)
+        self._idle.discard(str(request.market))
         with self.sessions() as session:
             order = record_intent(
                 session,
@@ -77,7 +80,6 @@ class PaperBroker:
                 decision_id=request.decision_id,
             )
             ledger.append(session, "order", _order_payload(order, request.target), self.now_ms())
-            session.commit()
             apply_exchange_update(session, order, status=OrderStatus.ACKNOWLEDGED, exchange_order_id=f"paper-{cid}")
             session.commit()
             return OrderOutcome(cid, OrderStatus.ACKNOWLEDGED, exchange_order_id=order.exchange_order_id)
@@ -86,16 +88,22 @@ class PaperBroker:
         """Fill the market's acknowledged orders at this candle's open (sized from their decision's
         target, as the backtest does)."""
         outcomes: list[OrderOutcome] = []
+        if str(market) in self._idle:
+            return outcomes
+        waiting = False
         with self.sessions() as session:
             try:
                 for order in open_orders(session, str(market)):
                     if order.status != OrderStatus.ACKNOWLEDGED.value or order.candle_ts >= candle_ts:
+                        waiting = True
                         continue
                     outcomes.append(self._fill(session, market, order, candle_ts, open_price))
                 session.commit()
             except BaseException:
                 self._accounts.pop(str(market), None)
                 raise
+        if not waiting:
+            self._idle.add(str(market))
         return outcomes
 
     def _fill(self, session: Session, market: Market, order: Order, candle_ts: int, open_price: float) -> OrderOutcome:

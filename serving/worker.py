@@ -34,7 +34,14 @@ from cta.validation import candle_problem
 from features.compute import compute_features, compute_newest, history_needed
 from features.registry import feature_names
 from serving import ledger
-from serving.control import acknowledge_cancel_open, set_trading_state, trading_state
+from serving.control import (
+    ControlSnapshot,
+    acknowledge_cancel_open,
+    read_trading_state,
+    set_trading_state,
+    trading_state,
+)
+from serving.db import checkpoint
 from serving.models import Decision, EquitySnapshot
 from serving.models_manager import ModelManager
 from serving.orders import TradingState
@@ -76,7 +83,8 @@ class DecisionRecord:
     delta: float
     order: str | None  # client order id of the order sent, if any
     reason: str
-    latency_s: float
+    latency_s: float  # closed candle in hand -> order sent (or decision recorded when there is no order)
+    venue_s: float = 0.0  # before that: the paper venue filling the previous order at this candle's open
 
 
 KEEP_DECISIONS = 10_000  # recent decisions kept in memory (tests, benchmarks); the database holds them all
@@ -205,8 +213,12 @@ class Worker:
         acknowledge_cancel_open(self.sessions, control, "worker")
 
     async def on_candle(self, state: MarketState, row: list[Any], now: int) -> DecisionRecord | None:
-        """One closed candle: validate, fill paper orders at its open, features, decide, order."""
-        seen = time.perf_counter()
+        """One closed candle: validate, fill paper orders at its open, features, decide, order.
+
+        Decision latency starts once the paper venue has filled the previous order at this candle's open:
+        that is the simulated exchange's work (a real venue fills a market order when it arrives, a bar
+        before this candle closes), timed apart as `venue_s`."""
+        started = time.perf_counter()
         market, key = state.market, str(state.market)
         problem = candle_problem(row, market.timeframe, now, state.last_ts)
         if problem is not None:
@@ -220,12 +232,16 @@ class Worker:
         ts, open_price, close = int(row[0]), float(row[1]), float(row[4])
         if isinstance(self.broker, PaperBroker):
             self.broker.fill_pending(market, ts, open_price)
+        seen = time.perf_counter()
         state.candles.append([ts, open_price, float(row[2]), float(row[3]), close, float(row[5])])
         state.last_ts = ts
         state.bars += 1
         inputs = self._features(state, ts)
-        record = await self._decide(state, ts=ts, close=close, inputs=inputs, now=now, seen=seen)
+        record = await self._decide(
+            state, ts=ts, close=close, inputs=inputs, now=now, seen=seen, venue_s=seen - started
+        )
         await self._snapshot(state, ts, close)
+        checkpoint(self.sessions)  # the write-ahead log, after the decision (see serving.db)
         return record
 
     def _features(self, state: MarketState, ts: int) -> dict[str, float] | None:
@@ -245,7 +261,15 @@ class Worker:
         return values
 
     async def _decide(
-        self, state: MarketState, *, ts: int, close: float, inputs: dict[str, float] | None, now: int, seen: float
+        self,
+        state: MarketState,
+        *,
+        ts: int,
+        close: float,
+        inputs: dict[str, float] | None,
+        now: int,
+        seen: float,
+        venue_s: float = 0.0,
     ) -> DecisionRecord:
         key = str(state.market)
         model = self.models.model(key)
@@ -268,7 +292,7 @@ class Worker:
                     self.metrics.error("model_predict")
         intent = decide(prediction if prediction is not None else float("nan"), state.target, self.settings.limits)
         order_id: str | None = None
-        decision_id = self._record_decision(
+        decision_id, control = self._record_decision(
             state,
             ts=ts,
             model=model,
@@ -278,6 +302,7 @@ class Worker:
             delta=intent.delta,
             reason=reason,
         )
+        latency = time.perf_counter() - seen
         if intent.is_order:
             order_id, reason = await self._order(
                 state,
@@ -288,14 +313,15 @@ class Worker:
                 decision_id=decision_id,
                 model=model,
                 now=now,
+                control=control,
             )
+            latency = time.perf_counter() - seen  # the order is sent (or blocked by risk)
             if order_id is not None:
                 state.target = intent.target
             self._update_reason(decision_id, reason, state.target)
-        latency = time.perf_counter() - seen
         if self.metrics:
             self.metrics.decision(key, latency)
-        record = DecisionRecord(key, ts, prediction, state.target, intent.delta, order_id, reason, latency)
+        record = DecisionRecord(key, ts, prediction, state.target, intent.delta, order_id, reason, latency, venue_s)
         self.decisions.append(record)
         state.decisions += 1
         state.orders += order_id is not None
@@ -312,8 +338,10 @@ class Worker:
         decision_id: int,
         model: Any,
         now: int,
+        control: ControlSnapshot,
     ) -> tuple[str | None, str]:
-        """Risk-check and send the order; returns (client order id or None, reason)."""
+        """Risk-check and send the order; returns (client order id or None, reason). `control` is the kill
+        switch as read in the decision's transaction, just before."""
         holdings = await self.broker.holdings(state.market)
         execution = self.execution
         equity = holdings.cash + holdings.units * close
@@ -335,7 +363,6 @@ class Worker:
             reference_price=close,
             decision_id=decision_id,
         )
-        control = trading_state(self.sessions)
         risk_state = RiskState(
             trading_state=TradingState(control.state),
             equity=equity,
@@ -369,7 +396,9 @@ class Worker:
         target: float,
         delta: float,
         reason: str,
-    ) -> int:
+    ) -> tuple[int, ControlSnapshot]:
+        """Commit the decision and its ledger entry (before any order); returns its id and the kill switch,
+        read in the same transaction."""
         payload = json.dumps(inputs or {}, sort_keys=True)
         with self.sessions() as session:
             decision = Decision(
@@ -401,8 +430,9 @@ class Worker:
                 },
                 ts + state.bar_ms,
             )
+            control = read_trading_state(session)
             session.commit()
-            return int(decision.id)
+            return int(decision.id), control
 
     def _update_reason(self, decision_id: int, reason: str, target: float) -> None:
         with self.sessions() as session:
