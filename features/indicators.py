@@ -20,6 +20,12 @@ DAY_MS = 86_400_000
 _TINY = 1e-12
 
 
+def _memo(store: dict[str, Any], key: str, compute: Callable[[], Any]) -> Any:
+    if key not in store:
+        store[key] = compute()
+    return store[key]
+
+
 @dataclass(frozen=True)
 class Bars:
     """The columns features are computed from (float64 Series on a RangeIndex)."""
@@ -34,9 +40,7 @@ class Bars:
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
         """Intermediate results shared by several features (e.g. the MACD line), computed once."""
-        if key not in self._memo:
-            self._memo[key] = compute()
-        return self._memo[key]
+        return _memo(self._memo, key, compute)
 
     @classmethod
     def from_candles(cls, candles: pd.DataFrame) -> Bars:
@@ -166,9 +170,7 @@ class Tail:
     _memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
-        if key not in self._memo:
-            self._memo[key] = compute()
-        return self._memo[key]
+        return _memo(self._memo, key, compute)
 
     @classmethod
     def from_rows(cls, rows: Any) -> Tail:

@@ -121,3 +121,12 @@ def reopen(database: Database) -> Callable[..., sessionmaker[Session]]:
         return session_factory(database.new_engine(), read_only=read_only)
 
     return open_sessions
+
+
+@pytest.fixture
+def worker_db(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    """A migrated SQLite worker database in tmp_path (the broker and reconciliation tests)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'worker.db'}")
+    upgrade(engine)
+    yield session_factory(engine)
+    engine.dispose()

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import ccxt
@@ -20,7 +19,6 @@ from cta.exchange_server.settings import FaultSettings
 from cta.lake import Market
 from serving import ledger
 from serving.ccxt_broker import CcxtBroker, CrashPoint, drill_crash_point, is_definite_rejection
-from serving.db import make_engine, session_factory, upgrade
 from serving.models import LedgerEntry, Order
 from serving.orders import OrderConflict, OrderStatus, fills_for, get_order, get_position
 from serving.types import Holdings, OrderOutcome, OrderRequest
@@ -32,14 +30,6 @@ ORDER_PATH = "/api/v3/order"
 RECV_WINDOW_MS = 500
 MARGIN_MS = 250
 T = TypeVar("T")
-
-
-@pytest.fixture
-def worker_db(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'worker.db'}")
-    upgrade(engine)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def with_broker(

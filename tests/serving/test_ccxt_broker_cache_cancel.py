@@ -5,8 +5,7 @@ switch's cancel: ours only, recorded through the order state machine, never cras
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -17,7 +16,6 @@ from cta.config import ExchangeSettings, Secrets
 from cta.exchange import ExchangeAdapter
 from cta.exchange_server import LocalExchangeServer
 from serving.ccxt_broker import CcxtBroker
-from serving.db import make_engine, session_factory, upgrade
 from serving.orders import OrderStatus, client_order_id, fills_for, get_order
 from serving.types import Holdings
 from tests.exchange_fixtures import (
@@ -37,14 +35,6 @@ HOUR_MS = 3_600_000
 RICH = {"USDT": 100_000.0, "BTC": 1.0}
 LIMIT_PRICE = 31_700.0  # below the 31801.05 open at EXCHANGE_START; the hour's low (31688.01) trades through it
 T = TypeVar("T")
-
-
-@pytest.fixture
-def worker_db(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'worker.db'}")
-    upgrade(engine)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def run_broker(

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +14,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from cta.exchange_server import LocalExchangeServer
 from serving import ledger
 from serving.ccxt_broker import CcxtBroker
-from serving.db import make_engine, session_factory, upgrade
 from serving.models import LedgerEntry, Order
 from serving.orders import (
     OrderStatus,
@@ -286,14 +283,6 @@ def test_orders_needing_trades_are_those_with_fills_the_database_lacks() -> None
 
 
 # ----- against the exchange ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def worker_db(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'worker.db'}")
-    upgrade(engine)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def reconcile_twice(server: LocalExchangeServer, sessions: sessionmaker[Session]) -> tuple[ReconcileReport, ...]:
