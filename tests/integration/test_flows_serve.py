@@ -67,7 +67,7 @@ def test_flows_serve_runs_scheduled_ingestion(tmp_path: Path, exchange_server: L
         stderr=subprocess.STDOUT,
     )
     try:
-        names, final = asyncio.run(wait_for_deployment_run(f"http://127.0.0.1:{port}/api", timeout_s=240, expected=2))
+        names, final = asyncio.run(wait_for_deployment_run(f"http://127.0.0.1:{port}/api", timeout_s=480, expected=2))
     finally:
         serve.send_signal(signal.SIGINT)
         try:
