@@ -360,19 +360,14 @@ def _serve_once(run_dir: Path, broker: str, bars: int) -> tuple[list[DecisionRec
 TIMED: tuple[tuple[str, str | None, str, str], ...] = (
     ("serving.worker", "Worker", "on_candle", "on_candle"),
     ("serving.paper", "PaperBroker", "fill_pending", "paper fill_pending (before the latency starts)"),
-    ("serving.worker", None, "compute_features", "compute_features"),  # the path before the newest-row form
     ("serving.worker", None, "compute_newest", "compute_newest"),
-    ("features.feast_store", "FeatureStoreAdapter", "push", "feast write"),  # the path before d0f8680
     ("features.feast_store", "FeatureStoreAdapter", "write_online", "feast write"),
-    ("features.feast_store", "FeatureStoreAdapter", "online", "feast read"),
     ("features.feast_store", "FeatureStoreAdapter", "read_online", "feast read"),
-    ("serving.models_manager", "LoadedModel", "predict", "predict"),
     ("serving.models_manager", "LoadedModel", "predict_next", "predict"),
     ("serving.worker", "Worker", "_record_decision", "decision row+ledger"),
     ("serving.worker", "Worker", "_order", "order path"),
     ("serving.paper", "PaperBroker", "holdings", "holdings"),
     ("serving.ccxt_broker", "CcxtBroker", "holdings", "holdings"),
-    ("serving.worker", None, "trading_state", "trading_state"),
     ("serving.paper", "PaperBroker", "submit", "submit"),
     ("serving.ccxt_broker", "CcxtBroker", "submit", "submit"),
     ("serving.ledger", None, "append", "ledger append"),
@@ -442,7 +437,7 @@ def _uninstall_timers() -> None:
 def breakdown(parts: dict[str, float], decisions: list[DecisionRecord]) -> str:
     """'label ms' per timed part, the decision latency's mean first, then what no timer covers."""
     latency = 1000 * sum(d.latency_s for d in decisions) / max(len(decisions), 1)
-    top = ("compute_features", "compute_newest", "feast write", "feast read", "predict")
+    top = ("compute_newest", "feast write", "feast read", "predict")
     top += ("decision row+ledger", "order path")
     covered = sum(parts.get(k, 0.0) for k in top)
     order = list(dict.fromkeys(label for *_, label in TIMED))
@@ -565,55 +560,6 @@ def _continue(head: pd.DataFrame, tail: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def build_replay_worker(settings: Settings, market: Market, candles: pd.DataFrame, clock: dict[str, int]) -> Worker:
-    """A Worker over an in-memory candle source (as tests/serving/test_replay_parity.py builds it)."""
-    from mlflow import MlflowClient
-
-    from backtests.engine import Execution
-    from features.feast_store import feature_store_for
-    from serving.db import make_engine, session_factory, upgrade
-    from serving.models_manager import ModelManager
-    from serving.paper import PaperBroker
-    from serving.worker import Worker
-    from training.tracking import registered_model_name
-
-    engine = make_engine(settings.serving.database_url)
-    upgrade(engine)
-    sessions = session_factory(engine)
-    ts = candles["ts"].to_numpy()
-
-    async def now_ms() -> int:
-        return clock["now"]
-
-    async def fetch(_: Market, since: int, limit: int) -> list[list[Any]]:
-        chunk = candles.iloc[int(ts.searchsorted(since)) :].head(limit)
-        return [[int(r.ts), r.open, r.high, r.low, r.close, r.volume] for r in chunk.itertuples()]
-
-    store = feature_store_for(settings.features)
-    store.apply()
-    execution = Execution.from_settings(settings.costs, settings.backtest)
-    broker = PaperBroker(sessions, execution, settings.serving.client_order_prefix, lambda: clock["now"])
-    holder: dict[str, Worker] = {}
-    models = ModelManager(
-        MlflowClient(),
-        {str(market): registered_model_name(market)},
-        lambda key: holder["worker"].feature_frame(key),  # noqa: PLW0108 (built below)
-        poll_s=3600,
-    )
-    worker = Worker(
-        settings,
-        markets=[market],
-        sessions=sessions,
-        broker=broker,
-        models=models,
-        store=store,
-        fetch_candles=fetch,
-        now_ms=now_ms,
-    )
-    holder["worker"] = worker
-    return worker
-
-
 def rss_mb() -> float:
     import psutil
 
@@ -645,6 +591,7 @@ def rss_child(bars: int) -> None:
     trained logistic model stays flat on 1m bars, so it would leave the order path unexercised)."""
     from cta.lake import Market
     from features.compute import history_needed
+    from serving.replay import replay_worker
 
     market = Market("binance", "BTC/USDT", "1m")
     warm_rows = history_needed(None) + 8
@@ -654,7 +601,7 @@ def rss_child(bars: int) -> None:
         settings = bench_settings(work, work / "replay", timeframe="1m")
         make_champion("flip", settings, market, flip_every=RSS_FLIP_EVERY)
         clock = {"now": int(candles.ts.iloc[warm_rows])}  # the first replayed bar has not closed yet
-        worker = build_replay_worker(settings, market, candles, clock)
+        worker = replay_worker(settings, market, candles, clock)
         rows = [
             [int(r.ts), float(r.open), float(r.high), float(r.low), float(r.close), float(r.volume)]
             for r in candles.iloc[warm_rows:].itertuples()
@@ -672,7 +619,7 @@ def rss_child(bars: int) -> None:
     speeds = f"{first_k['bars'] / first_k['s']:.1f}/{(end['bars'] - last_k['bars']) / (end['s'] - last_k['s']):.1f}"
     row = {
         "case": f"rss replay 1m paper flip/{RSS_FLIP_EVERY}",
-        **latency_columns(worker.decisions),
+        **latency_columns(list(worker.decisions)),
         "target": f"growth<{TARGET_RSS_GROWTH:.0%} {'met' if growth < TARGET_RSS_GROWTH else 'missed'}",
         "bars_per_s": end["bars"] / end["s"],
         "rss_warm_mb": warm["rss_mb"],

@@ -109,12 +109,8 @@ async def serving_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     store = feature_store_for(settings.features)
     store.apply()
     metrics = WorkerMetrics()
-    holder: dict[str, Worker] = {}
     models = ModelManager(
-        MlflowClient(),
-        {str(m): registered_model_name(m) for m in markets},
-        lambda market: holder["worker"].feature_frame(market),  # noqa: PLW0108 (the worker is built below)
-        poll_s=settings.serving.model_poll_s,
+        MlflowClient(), {str(m): registered_model_name(m) for m in markets}, poll_s=settings.serving.model_poll_s
     )
     async with make_exchange(settings) as exchange:
         for market in markets:
@@ -135,8 +131,6 @@ async def serving_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             now_ms=exchange.fetch_time,
             metrics=metrics,
         )
-        holder["worker"] = worker
-        models.on_swap = worker.record_model_swap
         await worker.start()
         for market in markets:
             await models.refresh(str(market))

@@ -113,7 +113,7 @@ class ModelManager:
         self,
         client: MlflowClient,
         names: dict[str, str],
-        smoke_rows: Callable[[str], pd.DataFrame],
+        smoke_rows: Callable[[str], pd.DataFrame] | None = None,
         *,
         poll_s: float,
         loader: Callable[[MlflowClient, str, str], LoadedModel] = load_version,
@@ -121,7 +121,7 @@ class ModelManager:
     ) -> None:
         self.client = client
         self.slots = {market: ModelSlot(name) for market, name in names.items()}
-        self.smoke_rows = smoke_rows
+        self.smoke_rows = smoke_rows  # None until a Worker serves with this manager: its recent feature rows
         self.poll_s = poll_s
         self.loader = loader
         self.on_swap = on_swap  # e.g. a ledger entry per model the worker starts trading with
@@ -159,6 +159,8 @@ class ModelManager:
             return
         try:
             loaded = await asyncio.to_thread(self.loader, self.client, slot.name, version)
+            if self.smoke_rows is None:
+                raise ValueError("no feature rows to smoke-test with (no worker serves with this manager)")
             rows = self.smoke_rows(market)
             await asyncio.to_thread(smoke_check, loaded, rows.tail(max(loaded.history_rows * 4, 8)))
         except Exception as e:  # noqa: BLE001 (any load or smoke failure keeps the last good model)

@@ -123,6 +123,11 @@ class Worker:
             for m in markets
         }
         self.decisions: deque[DecisionRecord] = deque(maxlen=KEEP_DECISIONS)
+        # the manager smoke-tests a new champion on this worker's recent rows; each swap is a ledger entry
+        if models.smoke_rows is None:
+            models.smoke_rows = self.feature_frame
+        if models.on_swap is None:
+            models.on_swap = self.record_model_swap
 
     # --- start-up ---------------------------------------------------------------------------------
     async def start(self) -> None:

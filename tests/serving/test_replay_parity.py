@@ -23,12 +23,10 @@ from backtests.evaluate import model_positions, out_of_sample_window
 from backtests.promotion import promote, registry_lock
 from cta.lake import Market
 from features.compute import compute_features
-from features.feast_store import FeatureStoreAdapter
 from features.registry import registry_version
-from serving.db import make_engine, session_factory, upgrade
 from serving.models import Fill, Order
-from serving.models_manager import ModelManager
 from serving.paper import PaperBroker
+from serving.replay import replay_worker
 from serving.worker import Worker
 from tests.conftest import load_test_settings
 from tests.factories import real_candles, training_data
@@ -107,7 +105,7 @@ def test_worker_replay_reproduces_the_backtest(champion_settings: Any, tmp_path:
     backtest = run_fast(window.bars, model_positions(model, window), settings.limits, execution)
     assert len(backtest.fills) >= 5  # the model trades in this window
 
-    worker, broker, sessions = build_worker(settings, candles, tmp_path, start=int(window.bars.ts[0]))
+    worker, broker, sessions = build_worker(settings, candles, start=int(window.bars.ts[0]))
     rows = candles[candles["ts"] >= window.bars.ts[0]].head(len(window.bars))
     asyncio.run(replay(worker, rows))
 
@@ -125,43 +123,12 @@ def test_worker_replay_reproduces_the_backtest(champion_settings: Any, tmp_path:
     assert cash + units * window.bars.close[-1] == pytest.approx(backtest.metrics["final_equity"], rel=1e-9)
 
 
-def build_worker(settings: Any, candles: pd.DataFrame, tmp_path: Path, start: int) -> tuple[Worker, PaperBroker, Any]:
-    engine = make_engine(settings.serving.database_url)
-    upgrade(engine)
-    sessions = session_factory(engine)
+def build_worker(settings: Any, candles: pd.DataFrame, start: int) -> tuple[Worker, PaperBroker, Any]:
     clock = {"now": start}  # the window's first bar has not closed yet
-
-    async def now_ms() -> int:
-        return clock["now"]
-
-    async def fetch(market: Market, since: int, limit: int) -> list[list[Any]]:
-        chunk = candles[candles["ts"] >= since].head(limit)
-        return [[int(r.ts), r.open, r.high, r.low, r.close, r.volume] for r in chunk.itertuples()]
-
-    store = FeatureStoreAdapter(tmp_path / "feast", tmp_path / "features", online="sqlite")
-    store.apply()
-    execution = Execution.from_settings(settings.costs, settings.backtest)
-    broker = PaperBroker(sessions, execution, "cta", lambda: clock["now"])
-    holder: dict[str, Worker] = {}
-    manager = ModelManager(
-        MlflowClient(),
-        {str(MARKET): registered_model_name(MARKET)},
-        lambda market: holder["worker"].feature_frame(market),  # noqa: PLW0108 (built below)
-        poll_s=3600,
-    )
-    worker = Worker(
-        settings,
-        markets=[MARKET],
-        sessions=sessions,
-        broker=broker,
-        models=manager,
-        store=store,
-        fetch_candles=fetch,
-        now_ms=now_ms,
-    )
-    holder["worker"] = worker
+    worker = replay_worker(settings, MARKET, candles, clock)
     worker.clock = clock  # type: ignore[attr-defined]
-    return worker, broker, sessions
+    assert isinstance(worker.broker, PaperBroker)
+    return worker, worker.broker, worker.sessions
 
 
 async def replay(worker: Worker, rows: pd.DataFrame) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from backtests.metrics import (
-    SIZE_TOLERANCE,
+    _round_trips,
     bar_returns,
     bars_per_year,
     cagr,
@@ -123,32 +123,6 @@ def test_trade_metrics_with_the_start_apart_equal_the_prepended_curve() -> None:
     assert apart == trade_metrics(units, 2, 200.0, np.concatenate([[100.0], equity]), np.array([2.0]))
 
 
-def python_round_trips(units: np.ndarray, prices: np.ndarray, fees: np.ndarray) -> list[float]:
-    """The round-trip rule in plain Python (the compiled kernel must give the same floats)."""
-    pnls: list[float] = []
-    position = average = trip = 0.0
-    for size, price, fee in zip(units.tolist(), prices.tolist(), fees.tolist(), strict=True):
-        if position == 0.0 or (size > 0) == (position > 0):
-            average = (average * position + price * size) / (position + size)
-            position += size
-            trip -= fee
-            continue
-        full_close = abs(size) >= abs(position) * (1.0 - SIZE_TOLERANCE)
-        closing = -position if full_close else size
-        closing_fee = fee * min(abs(closing) / abs(size), 1.0)
-        trip += -closing * (price - average) - closing_fee
-        if not full_close:
-            position += closing
-            continue
-        pnls.append(trip)
-        rest = size - closing
-        if abs(rest) > abs(size) * SIZE_TOLERANCE:
-            position, average, trip = rest, price, -(fee - closing_fee)
-        else:
-            position = average = trip = 0.0
-    return pnls
-
-
 def test_compiled_round_trips_equal_the_python_rule() -> None:
     rng = np.random.default_rng(5)
     held = rng.choice([-1.0, -0.3, 0.0, 0.0, 0.1, 0.3, 1.0], 6000) * rng.choice([1.0, 1.0, 0.7, 1.3], 6000)
@@ -156,7 +130,7 @@ def test_compiled_round_trips_equal_the_python_rule() -> None:
     sizes = sizes[sizes != 0.0]
     prices = rng.uniform(90.0, 110.0, len(sizes))
     fees = np.abs(sizes) * prices * 0.001
-    expected = python_round_trips(sizes, prices, fees)
+    expected = _round_trips.py_func(sizes, prices, fees)  # the same rule run by CPython, not compiled
     assert len(expected) > 500
     np.testing.assert_array_equal(round_trip_pnls(sizes, prices, fees), expected)
     assert round_trip_pnls(np.array([]), np.array([]), np.array([])).shape == (0,)
