@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import sys
 from collections.abc import Iterator
@@ -553,6 +554,9 @@ def flows_serve(ctx: typer.Context) -> None:
     from cta.prefect_server import prefect_healthy, start_prefect_server
 
     settings = _settings(ctx)
+    # Ctrl-C must stop serving even when the command was started where SIGINT is ignored (a background job of
+    # a non-interactive shell, e.g. CI's): Python then never installs its KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     api_url = os.environ.get("PREFECT_API_URL") or settings.prefect.api_url
     server = None
     if not api_url or not prefect_healthy(api_url):

@@ -59,13 +59,19 @@ def test_flows_serve_runs_scheduled_ingestion(tmp_path: Path, exchange_server: L
         CTA_PREFECT__SERVER_PORT=str(port),
     )
     log_path = tmp_path / "serve.log"
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "cta.cli", "flows", "serve"],
-        env=env,
-        cwd=tmp_path,
-        stdout=log_path.open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    # started with SIGINT ignored, as a background job of a non-interactive shell is (CI): Ctrl-C must still stop
+    # it (an ignored disposition is inherited through fork and exec)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "cta.cli", "flows", "serve"],
+            env=env,
+            cwd=tmp_path,
+            stdout=log_path.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         names, final = asyncio.run(wait_for_deployment_run(f"http://127.0.0.1:{port}/api", timeout_s=240, expected=2))
     finally:
