@@ -1,8 +1,12 @@
 """Serving benchmarks: decision latency per model family on the local exchange, and memory over a long replay.
 
 1. Decision latency, "closed candle seen -> order sent": the worker's own `DecisionRecord.latency_s`
-   (perf_counter from the closed candle in `Worker.on_candle` to the broker's submit returning, or to the
-   decision being committed when no order is sent). With the paper broker, the simulated venue first fills
+   (perf_counter from the closed candle in `Worker.on_candle` to the order being sent, or to the decision
+   being committed when no order is sent). The paper broker's order is sent when its submit returns (intent,
+   ledger entry and acknowledgement committed); a ccxt order when the request is handed to `create_order`,
+   its intent committed before that. For ccxt the time on to the venue's answer being recorded (HTTP round
+   trip, acknowledgement and fills committed) is reported beside it ("to the answer recorded"). With the
+   paper broker, the simulated venue first fills
    the previous order at this candle's open; that is the exchange's work (a real venue fills a market order
    when it arrives, a bar earlier) and is reported apart ("paper venue fill before the decision").
    Per family (logistic, gbm, keras, ppo; trained quickly on real candles, registered in a temp MLflow
@@ -295,6 +299,12 @@ def latency_row(
         notes.append(
             "paper venue fill before the decision p50/p99 "
             f"{np.percentile(venue, 50):.1f}/{np.percentile(venue, 99):.1f} ms"
+        )
+    answered = np.array([d.latency_s + d.answer_s for d in measured if d.answer_s]) * 1000
+    if len(answered):  # a networked venue: the answer comes back and is recorded after the order is sent
+        notes.append(
+            "to the answer recorded (order sent, venue round trip, acknowledgement and fills committed) p50/p99 "
+            f"{np.percentile(answered, 50):.1f}/{np.percentile(answered, 99):.1f} ms"
         )
     first = next((d for d in decisions if d.order), None)
     if first is not None:  # the process's first order runs cold code paths (statement compilation and the like)

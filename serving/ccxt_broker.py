@@ -48,6 +48,7 @@ import dataclasses
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -333,6 +334,11 @@ class CcxtBroker:
                 return await self._resolve(request, cid, final_at_ms=created_ms + self._grace_ms)
             return self._outcome(cid)
         self._drill(CrashPoint.BEFORE_SEND, request)
+        sent_at = time.perf_counter()
+        return dataclasses.replace(await self._send(request, cid), sent_at=sent_at)
+
+    async def _send(self, request: OrderRequest, cid: str) -> OrderOutcome:
+        """create_order, once; then record the answer, or classify the failure."""
         params = {"newClientOrderId": cid, "recvWindow": self._recv_window_ms}
         try:
             answer = await self._client.create_order(

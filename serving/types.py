@@ -39,6 +39,8 @@ class OrderOutcome:
     average_price: float | None = None
     exchange_order_id: str | None = None
     detail: str = ""
+    # time.perf_counter() when the request went to the venue's client (None: nothing sent by this call); timing only
+    sent_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,7 @@ class DecisionRecord:
     reason: str
     latency_s: float  # closed candle in hand -> order sent (or decision recorded when there is no order)
     venue_s: float = 0.0  # before that: the paper venue filling the previous order at this candle's open
+    answer_s: float = 0.0  # after it: order sent -> the venue's answer recorded (0 when the broker records as it sends)
 
 
 KEEP_DECISIONS = 10_000  # recent decisions kept in memory (tests, benchmarks); the database holds them all
@@ -297,6 +298,7 @@ class Worker:
                     self.metrics.error("model_predict")
         intent = decide(prediction if prediction is not None else float("nan"), state.target, self.settings.limits)
         order_id: str | None = None
+        answer_s = 0.0
         decision_id, control = self._record_decision(
             state,
             ts=ts,
@@ -309,7 +311,7 @@ class Worker:
         )
         latency = time.perf_counter() - seen
         if intent.is_order:
-            order_id, reason = await self._order(
+            order_id, reason, sent_at = await self._order(
                 state,
                 ts=ts,
                 close=close,
@@ -321,12 +323,16 @@ class Worker:
                 control=control,
             )
             latency = time.perf_counter() - seen  # the order is sent (or blocked by risk)
+            if sent_at is not None:  # a venue that answers over the network: sent when the request left
+                answer_s, latency = seen + latency - sent_at, sent_at - seen
             if order_id is not None:
                 state.target = intent.target
             self._update_reason(decision_id, reason, state.target)
         if self.metrics:
             self.metrics.decision(key, latency)
-        record = DecisionRecord(key, ts, prediction, state.target, intent.delta, order_id, reason, latency, venue_s)
+        record = DecisionRecord(
+            key, ts, prediction, state.target, intent.delta, order_id, reason, latency, venue_s, answer_s
+        )
         self.decisions.append(record)
         state.decisions += 1
         state.orders += order_id is not None
@@ -344,9 +350,9 @@ class Worker:
         model: Any,
         now: int,
         control: ControlSnapshot,
-    ) -> tuple[str | None, str]:
-        """Risk-check and send the order; returns (client order id or None, reason). `control` is the kill
-        switch as read in the decision's transaction, just before."""
+    ) -> tuple[str | None, str, float | None]:
+        """Risk-check and send the order; returns (client order id or None, reason, when the request left for
+        the venue or None). `control` is the kill switch as read in the decision's transaction, just before."""
         holdings = await self.broker.holdings(state.market)
         execution = self.execution
         equity = holdings.cash + holdings.units * close
@@ -384,11 +390,11 @@ class Worker:
         verdict = check_order(request, risk_state, self.settings.serving.risk)
         if not verdict.allowed:
             log.warning("%s: order blocked by risk: %s", state.market, "; ".join(verdict.reasons))
-            return None, "blocked: " + "; ".join(verdict.reasons)
+            return None, "blocked: " + "; ".join(verdict.reasons), None
         outcome = await self.broker.submit(request)
         if self.metrics:
             self.metrics.order(str(state.market), outcome.status.value)
-        return outcome.client_order_id, f"order {outcome.client_order_id} {outcome.status.value}"
+        return outcome.client_order_id, f"order {outcome.client_order_id} {outcome.status.value}", outcome.sent_at
 
     def _record_decision(
         self,

@@ -146,6 +146,7 @@ def test_submit_fills_records_fills_position_and_ledger(
 
     assert first.status is OrderStatus.FILLED and first.filled == pytest.approx(0.01)
     assert again == first  # the same request again is answered from the database, not sent
+    assert first.sent_at is not None and again.sent_at is None
     assert sold.status is OrderStatus.FILLED
     assert exchange_server.request_count(ORDER_PATH, "POST") == 2
     orders, trades, btc = exchange_view(exchange_server)
@@ -163,6 +164,30 @@ def test_submit_fills_records_fills_position_and_ledger(
     assert ledger_events(worker_db, first.client_order_id) == ["intent", "exchange_state", "exchange_state"]
     assert compare_books(worker_db, PREFIX, orders, trades, btc).problems == []
 
+
+
+def test_an_order_is_sent_when_its_request_leaves_not_when_the_answer_is_back(
+    exchange_server: LocalExchangeServer, worker_db: sessionmaker[Session]
+) -> None:
+    """`sent_at` (where the worker's decision latency ends) comes after the committed intent and before the venue's
+    round trip: with 150 ms added to every request, the answer is recorded at least 150 ms after it."""
+
+    async def scenario(broker: CcxtBroker) -> tuple[float, OrderOutcome, float]:
+        exchange_server.set_random_faults(FaultSettings(latency_ms=150))
+        try:
+            before = time.perf_counter()
+            outcome = await broker.submit(buy(0.01))
+            return before, outcome, time.perf_counter()
+        finally:
+            exchange_server.set_random_faults(FaultSettings())
+
+    before, outcome, after = with_broker(exchange_server, worker_db, scenario)
+    assert outcome.status is OrderStatus.FILLED and outcome.sent_at is not None
+    assert before < outcome.sent_at < before + 0.15  # the intent's commit only: no request before it
+    assert after - outcome.sent_at >= 0.15  # the round trip and the recording come after it
+    with worker_db() as session:
+        order = get_order(session, outcome.client_order_id)
+        assert order is not None and order.status == OrderStatus.FILLED.value
 
 def test_a_different_order_under_a_used_client_id_is_refused_before_sending(
     exchange_server: LocalExchangeServer, worker_db: sessionmaker[Session]

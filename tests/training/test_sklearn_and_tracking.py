@@ -25,7 +25,16 @@ from tests.conftest import CONFIG_DIR
 from tests.factories import training_data
 from training.candidate import TrainingData
 from training.dataset import Dataset
-from training.models.sklearn_models import fit_gbm, fit_logistic
+from training.models.sklearn_models import (
+    SMALL_BATCH_ROWS,
+    fit_gbm,
+    fit_logistic,
+    forest_proba,
+    full_proba,
+    gbm_pipeline,
+    logistic_pipeline,
+    pack_forest,
+)
 from training.tracking import configure_mlflow, registered_model_name
 from training.train import prepare, train_candidate
 
@@ -66,6 +75,42 @@ def test_candidate_follows_the_contract(fit: Any, data: TrainingData) -> None:
     assert not [c for c in data.validation.X.columns if c.startswith(LABEL_PREFIX)]
     again = fit(data, settings, CostModel())  # same data, config and seed: exactly the same metrics
     assert again.fold_metrics == candidate.fold_metrics and again.validation_metrics == candidate.validation_metrics
+
+
+@pytest.mark.parametrize("classes", [(-1, 0, 1), (-1, 1)], ids=["three-classes", "two-classes"])
+def test_packed_trees_predict_exactly_what_sklearn_predicts(classes: tuple[int, ...]) -> None:
+    """The serving path for a few rows walks the packed trees; its probabilities equal scikit-learn's bit for bit
+    (scaled, wild and missing inputs), so a decision is the same whichever path computed it."""
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(2000, 6))
+    features[rng.random(features.shape) < 0.03] = np.nan  # learned missing-value directions
+    direction = np.asarray(classes)[rng.integers(0, len(classes), 2000)]
+    direction[features[:, 0] > 0.5] = classes[-1]  # some structure, so the trees split
+    pipeline = gbm_pipeline(seed=0).fit(features, direction)
+    forest = pack_forest(pipeline[-1])
+    assert forest is not None and len(forest.roots) == 60 * (3 if len(classes) == 3 else 1) and forest.depth >= 2
+
+    unseen = rng.normal(size=(400, 6)) * rng.choice([0.01, 1.0, 100.0], size=(400, 1))
+    unseen[rng.random(unseen.shape) < 0.1] = np.nan
+    unseen[0] = np.nan  # every feature missing
+    assert np.array_equal(forest_proba(pipeline, forest, unseen), full_proba(pipeline, unseen))
+    for row in range(0, 400, 7):  # one row at a time, as the worker asks
+        one = unseen[row : row + 1]
+        assert np.array_equal(forest_proba(pipeline, forest, one), full_proba(pipeline, one))
+    assert len(np.unique(full_proba(pipeline, unseen)[:, 2])) > 20  # the trees discriminate: not a constant
+
+
+def test_gbm_model_predicts_the_same_positions_on_either_path(data: TrainingData) -> None:
+    """The pickled-by-value model uses the packed trees below SMALL_BATCH_ROWS rows and scikit-learn above."""
+    settings = load_settings(env={}, config_dir=CONFIG_DIR).training
+    model = fit_gbm(data, settings, CostModel()).python_model
+    frame = pd.concat([data.train.X, data.validation.X]).iloc[: SMALL_BATCH_ROWS + 50]
+    assert len(frame) > SMALL_BATCH_ROWS
+    batch = model.score(frame)
+    streamed = np.concatenate([model.score(frame.iloc[i : i + 50]) for i in range(0, len(frame), 50)])
+    assert np.array_equal(batch, streamed)
+    assert "_packed" in model.__dict__ and "_packed" not in model.__getstate__()
+    assert pack_forest(logistic_pipeline(0)[-1]) is None  # no trees: the logistic model keeps sklearn's path
 
 
 def synthetic_trend_market(drift: float, rows: int = 1200, seed: int = 0) -> pd.DataFrame:
