@@ -165,7 +165,6 @@ def test_submit_fills_records_fills_position_and_ledger(
     assert compare_books(worker_db, PREFIX, orders, trades, btc).problems == []
 
 
-
 def test_an_order_is_sent_when_its_request_leaves_not_when_the_answer_is_back(
     exchange_server: LocalExchangeServer, worker_db: sessionmaker[Session]
 ) -> None:
@@ -188,6 +187,7 @@ def test_an_order_is_sent_when_its_request_leaves_not_when_the_answer_is_back(
     with worker_db() as session:
         order = get_order(session, outcome.client_order_id)
         assert order is not None and order.status == OrderStatus.FILLED.value
+
 
 def test_a_different_order_under_a_used_client_id_is_refused_before_sending(
     exchange_server: LocalExchangeServer, worker_db: sessionmaker[Session]
