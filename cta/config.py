@@ -30,6 +30,9 @@ SECRET_ENV_VARS: dict[str, str] = {
     "db_password": "CTA_DB_PASSWORD",
     "api_token": "CTA_API_TOKEN",
 }
+# CTA_ variables that are not settings: the profile, the config directory, and the crash drills' switch
+# (serving.ccxt_broker.DRILL_CRASH_ENV, set only by the drill tests).
+NOT_SETTINGS_ENV_VARS = frozenset({"CTA_PROFILE", "CTA_CONFIG_DIR", "CTA_DRILL_CRASH_AT"})
 # Keys that look like secrets are refused in config files: secrets come only from the environment.
 _SECRET_LIKE = ("secret", "password", "api_key", "apikey", "token", "passphrase", "private_key")
 
@@ -238,6 +241,9 @@ class ServingSettings(_Strict):
     model_poll_s: Annotated[float, Field(gt=0)] = 30.0  # how often to check the champion alias
     max_model_age_days: Annotated[float, Field(gt=0)] = 30.0  # older champion: no new entries
     reconcile_every_s: Annotated[float, Field(gt=0)] = 300.0
+    # ccxt broker: the balance it sizes orders from is fetched again when older than this (its own fills move
+    # it in between); 0 fetches before every order.
+    balance_max_age_s: Annotated[float, Field(ge=0)] = 60.0
     # Share of equity left unused when sizing an order a venue fills later at a price not yet known
     # (the paper broker sizes at the fill, like the backtest, and needs none).
     cash_buffer: Annotated[float, Field(ge=0, lt=0.5)] = 0.02
@@ -327,7 +333,7 @@ def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, A
 
 def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     """CTA_SECTION__FIELD=value -> {"section": {"field": value}} (secrets and meta vars excluded)."""
-    skip = {*SECRET_ENV_VARS.values(), "CTA_PROFILE", "CTA_CONFIG_DIR"}
+    skip = {*SECRET_ENV_VARS.values(), *NOT_SETTINGS_ENV_VARS}
     out: dict[str, Any] = {}
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX) or name in skip:

@@ -79,7 +79,9 @@ def make_broker(
     from cta.clock import SystemClock
     from serving.ccxt_broker import CcxtBroker
 
-    return CcxtBroker(exchange, sessions, prefix, SystemClock(), markets)
+    return CcxtBroker(
+        exchange, sessions, prefix, SystemClock(), markets, balance_max_age_s=settings.serving.balance_max_age_s
+    )
 
 
 @dataclass

@@ -92,6 +92,12 @@ def is_live(status: OrderStatus | str) -> bool:
     return not is_terminal(status)
 
 
+def never_executed(status: OrderStatus | str, filled: float) -> bool:
+    """An order that moved nothing and never will: rejected, or cancelled before any fill."""
+    status = OrderStatus(status)
+    return status is OrderStatus.REJECTED or (status is OrderStatus.CANCELLED and filled <= 0)
+
+
 def is_fully_filled(filled: float, amount: float) -> bool:
     """`filled` reaches `amount` up to float rounding in the exchange's decimal-to-float conversion."""
     return filled >= amount * (1.0 - FILL_TOLERANCE)

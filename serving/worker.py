@@ -42,10 +42,11 @@ from serving.control import (
     trading_state,
 )
 from serving.db import checkpoint
-from serving.models import Decision, EquitySnapshot
+from serving.models import Decision, EquitySnapshot, Order
 from serving.models_manager import ModelManager
-from serving.orders import TradingState
+from serving.orders import OrderStatus, TradingState, get_order, never_executed
 from serving.paper import PaperBroker
+from serving.reconcile import UNRESOLVABLE
 from serving.risk import RiskState, check_order, should_halt
 from serving.types import Broker, OrderRequest
 
@@ -62,7 +63,10 @@ class MarketState:
     bar_ms: int
     candles: deque[list[Any]]  # the last candles, enough for every feature
     features: deque[np.ndarray]  # the last feature rows (model context), in `Worker.columns` order
-    target: float = 0.0  # the position decided last (fraction of equity)
+    target: float = 0.0  # the position decided last whose order executed or may still (fraction of equity)
+    # an order whose fate the broker could not tell yet: (client order id, the target before it); if it turns out
+    # never to have executed, `target` goes back
+    in_flight: tuple[str, float] | None = None
     model_position: float | None = None  # the model's last prediction (a stateful model continues from it)
     last_ts: int | None = None  # open time of the newest candle processed
     bars: int = 0  # candles processed since start
@@ -86,6 +90,25 @@ class DecisionRecord:
     latency_s: float  # closed candle in hand -> order sent (or decision recorded when there is no order)
     venue_s: float = 0.0  # before that: the paper venue filling the previous order at this candle's open
     answer_s: float = 0.0  # after it: order sent -> the venue's answer recorded (0 when the broker records as it sends)
+
+
+# A decision's reason until its order's outcome is written: still this after a restart means the worker stopped in
+# the middle of the order (`Worker.start` then finds out what became of it).
+ORDER_UNDER_WAY = "order"
+# An order for less than this (quote currency) is not sent: the holdings already are the target.
+DUST_NOTIONAL = 1e-6
+
+
+@dataclass(frozen=True)
+class OrderResult:
+    """What `Worker._order` did: the order sent (or None: blocked, or nothing to trade), why, and its fate."""
+
+    order_id: str | None
+    reason: str
+    sent_at: float | None = None  # when the request left for a networked venue
+    status: OrderStatus | None = None
+    filled: float = 0.0
+    at_target: bool = False  # nothing to trade: the holdings already are the target
 
 
 KEEP_DECISIONS = 10_000  # recent decisions kept in memory (tests, benchmarks); the database holds them all
@@ -145,6 +168,8 @@ class Worker:
                 )
             if last is not None:
                 state.target, state.last_ts, state.model_position = last.target, last.candle_ts, last.prediction
+                if last.delta != 0 and last.reason == ORDER_UNDER_WAY:
+                    restore_interrupted_order(self.sessions, state, last)
             end = state.last_ts if state.last_ts is not None else _last_closed_open(now, state.bar_ms)
             since = end - (self.history + 4) * state.bar_ms
             rows = [r for r in await self.fetch_candles(state.market, since, self.history + 8) if r[0] <= end]
@@ -296,6 +321,7 @@ class Worker:
                 reason = f"model failed: {type(e).__name__}: {e}"
                 if self.metrics:
                     self.metrics.error("model_predict")
+        settle_in_flight(self.sessions, state)
         intent = decide(prediction if prediction is not None else float("nan"), state.target, self.settings.limits)
         order_id: str | None = None
         answer_s = 0.0
@@ -311,7 +337,7 @@ class Worker:
         )
         latency = time.perf_counter() - seen
         if intent.is_order:
-            order_id, reason, sent_at = await self._order(
+            result = await self._order(
                 state,
                 ts=ts,
                 close=close,
@@ -323,11 +349,11 @@ class Worker:
                 control=control,
             )
             latency = time.perf_counter() - seen  # the order is sent (or blocked by risk)
-            if sent_at is not None:  # a venue that answers over the network: sent when the request left
-                answer_s, latency = seen + latency - sent_at, sent_at - seen
-            if order_id is not None:
-                state.target = intent.target
-            self._update_reason(decision_id, reason, state.target)
+            if result.sent_at is not None:  # a venue that answers over the network: sent when the request left
+                answer_s, latency = seen + latency - result.sent_at, result.sent_at - seen
+            order_id, reason = result.order_id, result.reason
+            follow_order(state, intent.target, result)
+            update_reason(self.sessions, decision_id, reason, state.target)
         if self.metrics:
             self.metrics.decision(key, latency)
         record = DecisionRecord(
@@ -350,9 +376,9 @@ class Worker:
         model: Any,
         now: int,
         control: ControlSnapshot,
-    ) -> tuple[str | None, str, float | None]:
-        """Risk-check and send the order; returns (client order id or None, reason, when the request left for
-        the venue or None). `control` is the kill switch as read in the decision's transaction, just before."""
+    ) -> OrderResult:
+        """Risk-check and send the order. `control` is the kill switch as read in the decision's transaction,
+        just before."""
         holdings = await self.broker.holdings(state.market)
         execution = self.execution
         equity = holdings.cash + holdings.units * close
@@ -365,6 +391,8 @@ class Worker:
             execution.fee_rate,
         )
         amount = wanted - holdings.units
+        if abs(amount) * close < DUST_NOTIONAL:  # e.g. a sell wanted after an entry that never executed
+            return OrderResult(None, "nothing to trade: the holdings already are the target", at_target=True)
         request = OrderRequest(
             market=state.market,
             side="buy" if delta > 0 else "sell",
@@ -390,11 +418,17 @@ class Worker:
         verdict = check_order(request, risk_state, self.settings.serving.risk)
         if not verdict.allowed:
             log.warning("%s: order blocked by risk: %s", state.market, "; ".join(verdict.reasons))
-            return None, "blocked: " + "; ".join(verdict.reasons), None
+            return OrderResult(None, "blocked: " + "; ".join(verdict.reasons))
         outcome = await self.broker.submit(request)
         if self.metrics:
             self.metrics.order(str(state.market), outcome.status.value)
-        return outcome.client_order_id, f"order {outcome.client_order_id} {outcome.status.value}", outcome.sent_at
+        return OrderResult(
+            outcome.client_order_id,
+            f"order {outcome.client_order_id} {outcome.status.value}",
+            outcome.sent_at,
+            outcome.status,
+            outcome.filled,
+        )
 
     def _record_decision(
         self,
@@ -422,7 +456,7 @@ class Worker:
                 prediction=prediction if prediction is None or np.isfinite(prediction) else None,
                 target=target,
                 delta=delta,
-                reason=reason or ("order" if delta else "hold"),
+                reason=reason or (ORDER_UNDER_WAY if delta else "hold"),
             )
             session.add(decision)
             session.flush()
@@ -444,13 +478,6 @@ class Worker:
             control = read_trading_state(session)
             session.commit()
             return int(decision.id), control
-
-    def _update_reason(self, decision_id: int, reason: str, target: float) -> None:
-        with self.sessions() as session:
-            decision = session.get(Decision, decision_id)
-            if decision is not None:
-                decision.reason, decision.target = reason, target
-                session.commit()
 
     async def _snapshot(self, state: MarketState, ts: int, close: float) -> None:
         holdings = await self.broker.holdings(state.market)
@@ -519,3 +546,64 @@ def _frame(candles: deque[list[Any]] | list[list[Any]]) -> pd.DataFrame:
 def _last_closed_open(now_ms: int, bar_ms: int) -> int:
     """Open time of the newest candle that has closed at `now_ms`."""
     return (now_ms // bar_ms) * bar_ms - bar_ms
+
+
+# --- an order's fate and the target -------------------------------------------------------------------
+def follow_order(state: MarketState, target: float, result: OrderResult) -> None:
+    """The target moves with an order that executed or may still execute, and when there was nothing to trade;
+    it stays where it was when the order was blocked or never executed (rejected, cancelled unfilled), so the
+    next decision tries again if the model still wants it."""
+    if result.at_target:
+        state.target = target
+    elif result.order_id is not None and result.status is not None:
+        if never_executed(result.status, result.filled):
+            return
+        if result.status in UNRESOLVABLE:
+            state.in_flight = (result.order_id, state.target)
+        state.target = target
+
+
+def restore_interrupted_order(sessions: sessionmaker[Session], state: MarketState, decision: Decision) -> None:
+    """The last run stopped between `decision` and its order's outcome (a crash): the target is what the order
+    achieved, found after the start-up reconciliation. No order row: it never got as far as its intent. A row
+    the exchange never executed: the target before it. A row still in flight: followed until it is settled."""
+    before = decision.target - decision.delta
+    with sessions() as session:
+        order = session.scalar(select(Order).where(Order.decision_id == decision.id).limit(1))
+        fate = None if order is None else (order.client_order_id, OrderStatus(order.status), order.filled)
+    if fate is None:
+        state.target, reason = before, "order not sent: the worker stopped before its intent"
+    elif never_executed(fate[1], fate[2]):
+        state.target, reason = before, f"order {fate[0]} {fate[1].value} (found at restart)"
+    else:
+        reason = f"order {fate[0]} {fate[1].value} (found at restart)"
+        if fate[1] in UNRESOLVABLE:
+            state.in_flight = (fate[0], before)
+    log.warning("%s: the last run stopped during an order: %s; target %.2f", state.market, reason, state.target)
+    update_reason(sessions, decision.id, reason, state.target)
+
+
+def settle_in_flight(sessions: sessionmaker[Session], state: MarketState) -> None:
+    """Once the broker (or reconciliation) has settled an order that was in flight: if it never executed,
+    the target goes back to what it was before it."""
+    if state.in_flight is None:
+        return
+    cid, before = state.in_flight
+    with sessions() as session:
+        order = get_order(session, cid)
+        fate = None if order is None else (OrderStatus(order.status), order.filled)
+    if fate is not None and fate[0] in UNRESOLVABLE:
+        return
+    state.in_flight = None
+    if fate is None or never_executed(*fate):
+        log.warning("%s: order %s never executed: target back to %.2f", state.market, cid, before)
+        state.target = before
+
+
+def update_reason(sessions: sessionmaker[Session], decision_id: int, reason: str, target: float) -> None:
+    """Write a decision's final reason and target (once its order's fate is known)."""
+    with sessions() as session:
+        decision = session.get(Decision, decision_id)
+        if decision is not None:
+            decision.reason, decision.target = reason, target
+            session.commit()

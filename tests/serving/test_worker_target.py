@@ -1,0 +1,156 @@
+"""The worker's target follows what its orders achieved: an order that never executed (rejected, cancelled unfilled,
+or never sent because the worker stopped first) leaves the target where it was, so the next decision tries again;
+an order whose fate is not known yet is followed until it is. Without this, a worker restarted after a crash before
+send believed it was long while flat, and a long/flat model then never traded again (every exit was "amount 0")."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from cta.lake import Market
+from serving.models import Decision
+from serving.orders import OrderStatus, apply_exchange_update, get_order, never_executed, record_intent
+from serving.worker import (
+    ORDER_UNDER_WAY,
+    MarketState,
+    OrderResult,
+    follow_order,
+    restore_interrupted_order,
+    settle_in_flight,
+)
+
+BTC = Market("binance", "BTC/USDT", "1h")
+CANDLE = 1_654_041_600_000
+
+
+def state(target: float = 0.0) -> MarketState:
+    return MarketState(BTC, 3_600_000, deque(), deque(), target=target)
+
+
+@pytest.mark.parametrize(
+    ("status", "filled", "expected"),
+    [
+        (OrderStatus.FILLED, 1.0, 1.0),
+        (OrderStatus.ACKNOWLEDGED, 0.0, 1.0),  # the paper broker fills at the next open
+        (OrderStatus.PARTIALLY_FILLED, 0.4, 1.0),
+        (OrderStatus.OPEN, 0.0, 1.0),
+        (OrderStatus.UNKNOWN, 0.0, 1.0),  # may have executed: followed (below)
+        (OrderStatus.REJECTED, 0.0, 0.0),
+        (OrderStatus.CANCELLED, 0.0, 0.0),
+        (OrderStatus.CANCELLED, 0.3, 1.0),  # part of it executed
+    ],
+)
+def test_the_target_moves_only_with_an_order_that_executed_or_may(
+    status: OrderStatus, filled: float, expected: float
+) -> None:
+    market = state(0.0)
+    follow_order(market, 1.0, OrderResult("cta-1", "order", status=status, filled=filled))
+    assert market.target == expected
+    assert (market.in_flight is not None) == (status is OrderStatus.UNKNOWN)
+
+
+def test_blocked_orders_keep_the_target_and_nothing_to_trade_reaches_it() -> None:
+    blocked = state(1.0)
+    follow_order(blocked, 0.0, OrderResult(None, "blocked: daily loss limit"))
+    assert blocked.target == 1.0
+    there = state(1.0)
+    follow_order(there, 0.0, OrderResult(None, "nothing to trade", at_target=True))
+    assert there.target == 0.0
+
+
+def add_decision(sessions: sessionmaker[Session], target: float, delta: float, reason: str = ORDER_UNDER_WAY) -> int:
+    with sessions() as session:
+        decision = Decision(
+            market=str(BTC),
+            candle_ts=CANDLE,
+            model_name="m",
+            model_version="1",
+            feature_hash="0" * 16,
+            inputs="{}",
+            prediction=target,
+            target=target,
+            delta=delta,
+            reason=reason,
+        )
+        session.add(decision)
+        session.commit()
+        return int(decision.id)
+
+
+def add_order(sessions: sessionmaker[Session], decision_id: int, status: OrderStatus) -> str:
+    cid = "cta-test-0"
+    with sessions.begin() as session:
+        order = record_intent(
+            session,
+            client_order_id=cid,
+            market=str(BTC),
+            symbol=BTC.symbol,
+            side="buy",
+            order_type="market",
+            amount=0.01,
+            candle_ts=CANDLE,
+            decision_id=decision_id,
+        )
+        if status is not OrderStatus.PENDING_SUBMIT:
+            apply_exchange_update(session, order, status=status, error="test")
+    return cid
+
+
+def decision(sessions: sessionmaker[Session], decision_id: int) -> Decision:
+    with sessions() as session:
+        found = session.get(Decision, decision_id)
+        assert found is not None
+        return found
+
+
+@pytest.mark.parametrize(
+    ("status", "target", "in_flight"),
+    [
+        (None, 0.0, False),  # stopped before the intent: nothing was sent
+        (OrderStatus.REJECTED, 0.0, False),  # reconciliation found it never executed
+        (OrderStatus.ACKNOWLEDGED, 1.0, False),
+        (OrderStatus.UNKNOWN, 1.0, True),  # still in flight after the start-up reconciliation
+    ],
+)
+def test_a_restart_after_a_crash_mid_order_restores_what_the_order_achieved(
+    worker_db: sessionmaker[Session], status: OrderStatus | None, target: float, in_flight: bool
+) -> None:
+    decision_id = add_decision(worker_db, target=1.0, delta=1.0)
+    if status is not None:
+        add_order(worker_db, decision_id, status)
+    market = state(1.0)  # what the decision row said
+    restore_interrupted_order(worker_db, market, decision(worker_db, decision_id))
+    assert market.target == target
+    assert (market.in_flight is not None) == in_flight
+    stored = decision(worker_db, decision_id)
+    assert stored.target == target and stored.reason != ORDER_UNDER_WAY  # the row says what happened
+
+
+def test_an_order_in_flight_that_turns_out_rejected_puts_the_target_back(worker_db: sessionmaker[Session]) -> None:
+    cid = add_order(worker_db, add_decision(worker_db, 1.0, 1.0), OrderStatus.UNKNOWN)
+    market = state(1.0)
+    market.in_flight = (cid, 0.0)
+    settle_in_flight(worker_db, market)
+    assert (market.target, market.in_flight) == (1.0, (cid, 0.0))  # still unknown: nothing changes
+    with worker_db.begin() as session:
+        order = get_order(session, cid)
+        assert order is not None
+        apply_exchange_update(session, order, status=OrderStatus.REJECTED, error="not found after lookup")
+    settle_in_flight(worker_db, market)
+    assert (market.target, market.in_flight) == (0.0, None)
+
+
+def test_an_order_in_flight_that_executed_keeps_the_target(worker_db: sessionmaker[Session]) -> None:
+    cid = add_order(worker_db, add_decision(worker_db, 1.0, 1.0), OrderStatus.FILLED)
+    market = state(1.0)
+    market.in_flight = (cid, 0.0)
+    settle_in_flight(worker_db, market)
+    assert (market.target, market.in_flight) == (1.0, None)
+
+
+def test_never_executed() -> None:
+    assert never_executed(OrderStatus.REJECTED, 0.0) and never_executed("CANCELLED", 0.0)
+    assert not never_executed(OrderStatus.CANCELLED, 0.1) and not never_executed(OrderStatus.UNKNOWN, 0.0)
