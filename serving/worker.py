@@ -24,7 +24,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from backtests.engine import Execution, liquidation_equity, order_units
+from backtests.engine import Execution, liquidation_equity, order_units, warm_execution_rules
 from cta.config import Settings
 from cta.decide import decide
 from cta.errors import CTAError
@@ -157,6 +157,7 @@ class Worker:
     async def start(self) -> None:
         """Reconcile the broker before any order, restore each market's last decision, warm the
         candle history up to the last closed candle."""
+        warm_execution_rules()  # the first order would load them otherwise
         report = await self.broker.start()
         if report.changed:
             log.warning("reconciliation at start: %s", report)
