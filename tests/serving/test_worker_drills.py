@@ -13,7 +13,6 @@ slow one 20.
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 import subprocess
@@ -160,8 +159,8 @@ def test_worker_killed_mid_order_and_restarted_loses_and_doubles_nothing(cycles:
         rows = session.execute(select(Order.client_order_id, Order.status, Order.candle_ts)).all()
     ours = [o for o in exchange_orders if str(o.get("clientOrderId", "")).startswith(PREFIX + "-")]
     print(
-        f"worker drills: {cycles} SIGKILLs at {[p.value for p in plan]}; exchange orders {len(ours)}, rows {len(rows)}, "
-        f"create_order requests {posts}, duplicates {check.duplicates}, lost {check.lost}"
+        f"worker drills: {cycles} SIGKILLs at {[p.value for p in plan]}; exchange orders {len(ours)}, "
+        f"rows {len(rows)}, create_order requests {posts}, duplicates {check.duplicates}, lost {check.lost}"
     )
     assert check.problems == []
     assert all(count == 1 for _, count in decisions)  # one decision per candle across every restart
@@ -169,4 +168,3 @@ def test_worker_killed_mid_order_and_restarted_loses_and_doubles_nothing(cycles:
     assert posts == len(ours)  # no order was sent twice (each request created one exchange order)
     crashed_after_send = sum(point is not CrashPoint.BEFORE_SEND for point in plan)
     assert len(ours) >= crashed_after_send + 10  # the crashed orders that were sent, and the clean run's orders
-    assert os.path.getsize(log) > 0

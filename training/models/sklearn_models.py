@@ -43,9 +43,8 @@ class SklearnPositionModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
             proba = full_proba(self.pipeline, rows)
         elif (forest := self._forest()) is not None:  # a decision: the packed trees, bit for bit sklearn's
             proba = forest_proba(self.pipeline, forest, rows)
-        else:  # OpenMP threads cost more to wake than they save on a few rows (gbm p99 4.6 -> 3.6 ms)
-            with self._threads().limit(limits=1, user_api="openmp"):
-                proba = full_proba(self.pipeline, rows)
+        else:
+            proba = full_proba(self.pipeline, rows)
         return np.asarray(proba[:, 2] - proba[:, 0], dtype="float64")
 
     def _forest(self) -> PackedForest | None:
@@ -55,16 +54,8 @@ class SklearnPositionModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
             self._packed = pack_forest(self.pipeline[-1])
         return self._packed
 
-    def _threads(self) -> Any:
-        """A cached threadpool controller (building one scans the loaded libraries: ~3 ms)."""
-        if getattr(self, "_controller", None) is None:
-            from threadpoolctl import ThreadpoolController
-
-            self._controller = ThreadpoolController()
-        return self._controller
-
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_controller", "_packed")}
+        return {k: v for k, v in self.__dict__.items() if k != "_packed"}
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
         score = self.score(model_input)
@@ -149,19 +140,20 @@ def forest_proba(pipeline: Pipeline, forest: PackedForest, features: np.ndarray)
     for _, step in pipeline.steps[:-1]:
         rows = step.transform(rows)
     model = pipeline[-1]
-    proba = model._loss.predict_proba(forest_raw(forest, np.asarray(rows, dtype="float64")))
-    out = np.zeros((len(features), 3))
-    for column, klass in enumerate(model.classes_):
-        out[:, int(klass) + 1] = proba[:, column]
-    return out
+    return in_class_order(model._loss.predict_proba(forest_raw(forest, np.asarray(rows, dtype="float64"))), model)
 
 
 def full_proba(pipeline: Pipeline, features: np.ndarray) -> np.ndarray:
     """Class probabilities in CLASSES order (-1, 0, +1), with zeros for a class the fit never saw.
     Pipelines are fitted and called on plain arrays in registry order (no per-call name checks)."""
-    proba = pipeline.predict_proba(features)
-    out = np.zeros((len(features), 3))
-    for column, klass in enumerate(pipeline.classes_):
+    return in_class_order(pipeline.predict_proba(features), pipeline)
+
+
+def in_class_order(proba: np.ndarray, fitted: Any) -> np.ndarray:
+    """`fitted`'s probability columns (one per class it saw, in `fitted.classes_` order) as CLASSES columns
+    (-1, 0, +1), zeros for a class it never saw."""
+    out = np.zeros((len(proba), 3))
+    for column, klass in enumerate(fitted.classes_):
         out[:, int(klass) + 1] = proba[:, column]
     return out
 
