@@ -15,18 +15,10 @@ from typing import Any
 import backtrader as bt
 import numpy as np
 
-from backtests.engine import (
-    BacktestResult,
-    Bars,
-    Execution,
-    Fills,
-    check_predictions,
-    liquidation_equity,
-    order_units,
-    result_metrics,
-)
+from backtests.engine import BacktestResult, Bars, Fills, check_predictions, result_metrics
 from cta.decide import Limits, decide
 from cta.errors import CTAError
+from cta.execution import Execution, liquidation_equity, order_units
 
 UNIX_EPOCH_ORDINAL = 719_163.0  # backtrader's date number of 1970-01-01 00:00 UTC
 

@@ -1,7 +1,7 @@
-"""The fast backtest engine (numba, one pass over the bars) and the execution rules it shares with the
-backtrader engine, so the two produce the same fills.
+"""The fast backtest engine (numba, one pass over the bars). Its fills follow the execution model in
+`cta.execution`, which the backtrader engine and the paper broker share, so all three fill alike.
 
-Execution model (both engines):
+Execution model (both engines; the rules themselves live in cta.execution):
 - The model's prediction for bar t is known at the close of bar t. `decide()` turns it into a target
   position (a fraction of equity); a change is executed at the OPEN of bar t+1 as a market order.
 - Fill price: open x (1 + slippage) for a buy, open x (1 - slippage) for a sell. Fee: a share of the
@@ -26,30 +26,13 @@ import numpy as np
 import pandas as pd
 
 from backtests.metrics import equity_metrics, round_trip_pnls, trade_metrics
-from cta.config import BacktestSettings
-from cta.costs import CostModel
 from cta.decide import Limits
 from cta.errors import DataValidationError
-
-SIZE_HAIRCUT = 1e-9
+from cta.execution import Execution, fill_fee, fill_price, liquidation_equity, order_units
 
 
 class InvalidPredictions(DataValidationError):
     """Model output the backtest refuses: values outside [-1, 1]."""
-
-
-@dataclass(frozen=True)
-class Execution:
-    """The execution parameters both engines use, as plain floats."""
-
-    fee_rate: float
-    slippage: float  # fraction of price
-    position_fraction: float  # share of equity behind a target of 1
-    initial_cash: float
-
-    @classmethod
-    def from_settings(cls, costs: CostModel, backtest: BacktestSettings) -> Execution:
-        return cls(costs.taker_fee_rate, costs.slippage_bps / 10_000, backtest.position_fraction, backtest.initial_cash)
 
 
 @dataclass(frozen=True)
@@ -107,42 +90,6 @@ class BacktestResult:
     units: np.ndarray
     fills: Fills
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-@numba.njit(cache=True)
-def order_units(target: float, equity: float, open_price: float, slippage: float, fee_rate: float) -> float:
-    """Units to hold after executing `target` (already scaled by the sizing fraction) at this open."""
-    if target == 0.0:
-        return 0.0
-    return target * equity * (1.0 - SIZE_HAIRCUT) / (open_price * (1.0 + slippage) * (1.0 + fee_rate))
-
-
-@numba.njit(cache=True)
-def fill_price(open_price: float, units: float, slippage: float) -> float:
-    return open_price * (1.0 + slippage) if units > 0.0 else open_price * (1.0 - slippage)
-
-
-@numba.njit(cache=True)
-def fill_fee(units: float, price: float, fee_rate: float) -> float:
-    return abs(units) * fee_rate * price
-
-
-@numba.njit(cache=True)
-def liquidation_equity(cash: float, held: float, open_price: float, slippage: float, fee_rate: float) -> float:
-    """Cash after closing `held` units at this open, slippage and fee included: what an order may size
-    from (so a reversal still fits in the cash once the old position is closed)."""
-    if held == 0.0:
-        return cash
-    price = fill_price(open_price, -held, slippage)
-    return cash + held * price - fill_fee(held, price, fee_rate)
-
-
-def warm_execution_rules() -> None:
-    """Load the compiled execution rules now (~0.8 s the first time in a process: numba's typing machinery),
-    so that a serving worker's first order does not pay it (it did: 0.25-0.8 s)."""
-    units = order_units(1.0, 1_000.0, 100.0, 0.0, 0.0)
-    liquidation_equity(1_000.0, units, 100.0, 0.0, 0.0)
-    fill_fee(units, fill_price(100.0, units, 0.0), 0.0)
 
 
 @numba.njit(cache=True)

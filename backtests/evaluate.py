@@ -19,15 +19,15 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from backtests.engine import BacktestResult, Bars, Execution, buy_and_hold, run_fast
+from backtests.engine import BacktestResult, Bars, buy_and_hold, run_fast
 from backtests.gate import Evidence, Verdict, best_passing, gate, per_bar_sharpe
 from backtests.metrics import bar_returns
-from backtests.promotion import Move, champion, promote, registry_lock, tag_version
 from cta.config import Settings
 from cta.errors import CTAError, DataValidationError
+from cta.execution import Execution
 from cta.lake import Market
-from training.dataset import Dataset
-from training.tracking import ensure_experiment, registered_model_name
+from cta.registry import Move, champion, ensure_experiment, promote, promotion_lock, registered_model_name, tag_version
+from features.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def record_and_promote(settings: Settings, client: MlflowClient, evaluation: Mar
     sharpes = {c.version: c.result.metrics["sharpe"] for c in evaluation.candidates if c.result is not None}
     best = best_passing(evaluation.verdicts, sharpes)
     rows: list[dict[str, Any]] = []
-    lock = registry_lock(settings.training.tracking_uri, settings.paths.data_dir / "locks", name)
+    lock = promotion_lock(settings, name)
     for candidate in evaluation.candidates:
         verdict = evaluation.verdicts[candidate.version]
         run_id = log_backtest_run(settings, evaluation, candidate, verdict) if candidate.result is not None else ""

@@ -39,9 +39,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtests.engine import Bars, Execution
+from backtests.engine import Bars
 from cta.candles import normalize_candles
 from cta.decide import Limits
+from cta.execution import Execution
 from cta.timeframes import timeframe_ms
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -81,7 +81,7 @@ def exchange_process(data_dir: Path, start_ms: int, work: Path, latency_ms: int 
         [
             sys.executable,
             "-m",
-            "cta.cli",
+            "app.cli",
             "exchange",
             "serve",
             "--data-dir",

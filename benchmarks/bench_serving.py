@@ -147,10 +147,9 @@ def make_champion(model: str, settings: Settings, market: Market, flip_every: in
     """Train `model` (or log the flip model) into the registry and promote it champion; returns the version."""
     from mlflow import MlflowClient
 
-    from backtests.promotion import promote, registry_lock
+    from cta.registry import configure_mlflow, promote, promotion_lock, registered_model_name
     from features.registry import registry_version
     from tests.factories import training_data
-    from training.tracking import configure_mlflow, registered_model_name
     from training.train import train_candidate
 
     configure_mlflow(settings)
@@ -160,7 +159,7 @@ def make_champion(model: str, settings: Settings, market: Market, flip_every: in
     else:
         outcome = train_candidate(model, training_data(rows=TRAIN_ROWS), settings, registry_version())
         version = outcome.version
-    lock = registry_lock(settings.training.tracking_uri, settings.paths.data_dir / "locks", name)
+    lock = promotion_lock(settings, name)
     promote(MlflowClient(), name, version, expected_champion=None, reason="benchmark", lock=lock)
     return version
 
@@ -236,7 +235,7 @@ def exchange_child(speed: float, start: str) -> None:
 
 async def serve_bars(settings: Settings) -> tuple[list[DecisionRecord], dict[str, Any]]:
     """The real serving path until `serving.max_bars` candles: the decisions and the summary row."""
-    from serving.app import serving_runtime, summarize
+    from app.serve import serving_runtime, summarize
 
     async with serving_runtime(settings) as runtime:
         await runtime.worker.run()
@@ -656,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=SPEED)
     parser.add_argument("--start", default=EXCHANGE_START)
     args = parser.parse_args(argv)
-    from cta.runtime_env import apply_offline_env
+    from app.runtime_env import apply_offline_env
 
     apply_offline_env(REPO / "data")
     if args.child == "exchange":

@@ -26,11 +26,11 @@ def child(family: str, work: str, calls: int) -> None:
 
     from cta.config import load_settings
     from cta.lake import Market
+    from cta.registry import configure_mlflow
     from features.compute import compute_features
+    from features.dataset import assemble
     from features.registry import registry_version
     from tests.factories import real_candles
-    from training.dataset import assemble
-    from training.tracking import configure_mlflow
     from training.train import prepare, train_candidate
 
     settings = load_settings(

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
     args = parser.parse_args(argv)
-    from cta.runtime_env import apply_offline_env
+    from app.runtime_env import apply_offline_env
 
     apply_offline_env(Path("data"))
     benchmarks = registry()

@@ -17,10 +17,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from cta.costs import CostModel
 from cta.decide import Limits
 from cta.errors import ConfigError
 from cta.exchange_server.settings import LocalExchangeSettings
+from cta.execution import CostModel
 from cta.timeframes import TIMEFRAME_MS
 
 ENV_PREFIX = "CTA_"
@@ -394,8 +394,19 @@ def load_settings(
     if overrides:
         data = deep_merge(data, overrides)
     data["profile"] = profile
+    return _validated(data, Secrets.from_env(env))
+
+
+def with_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """`settings` with explicit overrides (e.g. from CLI options), validated like the files: an invalid
+    value raises ConfigError naming the field. Secrets are kept; overrides cannot carry any."""
+    _refuse_secrets_in_files(overrides, "overrides (use the dedicated secret variables)")
+    return _validated(deep_merge(settings.model_dump(mode="json"), overrides), settings.secrets)
+
+
+def _validated(data: Mapping[str, Any], secrets: Secrets) -> Settings:
     try:
-        return Settings.model_validate({**data, "secrets": Secrets.from_env(env)})
+        return Settings.model_validate({**data, "secrets": secrets})
     except ValidationError as e:
         error = e.errors()[0]
         field = ".".join(str(part) for part in error["loc"])

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cta.config import Settings
 from cta.timeframes import timeframe_ms
 
 
@@ -31,7 +32,9 @@ def ingest_schedules(timeframes: tuple[str, ...], offset_s: int) -> list[IngestS
     ]
 
 
-def ingest_deployments(timeframes: tuple[str, ...], offset_s: int) -> list[Any]:
+def ingest_deployments(settings: Settings) -> list[Any]:
+    """One deployment of `ingest_flow` per configured timeframe. Each carries the settings it was served
+    with as its `settings` parameter (JSON, secrets excluded: ingestion reads public market data)."""
     from prefect.schedules import Interval
 
     from flows.ingest import ingest_flow
@@ -40,9 +43,9 @@ def ingest_deployments(timeframes: tuple[str, ...], offset_s: int) -> list[Any]:
         ingest_flow.to_deployment(
             name=s.name,
             schedules=[Interval(s.every, anchor_date=s.anchor, timezone="UTC")],
-            parameters={"timeframes": [s.timeframe]},
+            parameters={"settings": settings.public_dict(), "timeframes": [s.timeframe]},
             description=f"Ingest closed {s.timeframe} candles of the configured symbols, {s.every} after close.",
             tags=["ingest", s.timeframe],
         )
-        for s in ingest_schedules(timeframes, offset_s)
+        for s in ingest_schedules(settings.markets.timeframes, settings.prefect.schedule_offset_s)
     ]

@@ -12,18 +12,17 @@ from prefect import flow, get_run_logger
 from backtests.evaluate import MarketEvaluation, backtest_market, gate_market, out_of_sample_window, record_and_promote
 from backtests.gate import Verdict
 from cta.components import make_lake
-from cta.config import load_settings
+from cta.config import Settings
 from cta.lake import Market
+from cta.registry import configure_mlflow
 from features.feast_store import feature_store_for
-from training.tracking import configure_mlflow
 from training.train import market_dataset, prepare
 
 
 @flow(name="backtest", flow_run_name="backtest {market_id}")
-def backtest_flow(market_id: str, versions: list[str]) -> MarketEvaluation:
+def backtest_flow(settings: Settings, market_id: str, versions: list[str]) -> MarketEvaluation:
     """Rebuild the market's dataset, take its reserved out-of-sample block, backtest each version,
     buy-and-hold and the current champion on it."""
-    settings = load_settings()
     configure_mlflow(settings)
     market = Market.parse(market_id)
     lake = make_lake(settings)
@@ -42,8 +41,7 @@ def backtest_flow(market_id: str, versions: list[str]) -> MarketEvaluation:
 
 
 @flow(name="gate", flow_run_name="gate {evaluation.model_name}")
-def gate_flow(evaluation: MarketEvaluation) -> dict[str, Verdict]:
-    settings = load_settings()
+def gate_flow(settings: Settings, evaluation: MarketEvaluation) -> dict[str, Verdict]:
     verdicts = gate_market(settings, evaluation)
     logger = get_run_logger()
     for version, verdict in verdicts.items():
@@ -52,14 +50,13 @@ def gate_flow(evaluation: MarketEvaluation) -> dict[str, Verdict]:
 
 
 @flow(name="promote", flow_run_name="promote {evaluation.model_name}")
-def promote_flow(evaluation: MarketEvaluation) -> list[dict[str, Any]]:
-    settings = load_settings()
+def promote_flow(settings: Settings, evaluation: MarketEvaluation) -> list[dict[str, Any]]:
     configure_mlflow(settings)
     return record_and_promote(settings, MlflowClient(), evaluation)
 
 
-def evaluate_market_flows(market_id: str, versions: list[str]) -> list[dict[str, Any]]:
+def evaluate_market_flows(settings: Settings, market_id: str, versions: list[str]) -> list[dict[str, Any]]:
     """backtest -> gate -> promote for one market's candidate versions."""
-    evaluation = backtest_flow(market_id, versions)
-    gate_flow(evaluation)
-    return promote_flow(evaluation)
+    evaluation = backtest_flow(settings, market_id, versions)
+    gate_flow(settings, evaluation)
+    return promote_flow(settings, evaluation)

@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from cta.components import configured_markets, make_lake
-from cta.config import FeatureSettings, Settings, load_settings
+from cta.config import FeatureSettings, Settings
 from cta.errors import ConfigError, DataValidationError
 from cta.lake import CandleLake, Market
 from features.registry import registry_version, select
@@ -60,10 +60,11 @@ def materialize_online(settings: Settings, table: FeatureTable, markets: list[Ma
 
 
 @flow(name="features")
-def features_flow(symbols: list[str] | None = None, timeframes: list[str] | None = None) -> dict[str, Any]:
+def features_flow(
+    settings: Settings, symbols: list[str] | None = None, timeframes: list[str] | None = None
+) -> dict[str, Any]:
     """Build, gate and publish features for the configured markets (or the given subset)."""
     logger = get_run_logger()
-    settings = load_settings()
     checked_feature_names(settings.features)
     markets = configured_markets(settings, symbols, timeframes)
     lake, table = make_lake(settings), FeatureTable(settings.features.table_dir)

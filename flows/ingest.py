@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 
 from cta.components import configured_markets, make_exchange, make_lake, make_quarantine
-from cta.config import Settings, load_settings
+from cta.config import Settings
 from cta.ingest import IngestReport, ProgressCallback, ingest_market
 from cta.lake import CandleLake, Market
 from cta.quarantine import Quarantine
@@ -72,18 +72,14 @@ def _progress(enabled: bool, markets: list[Market]) -> Iterator[ProgressCallback
 
 @flow(name="ingest", log_prints=False)
 async def ingest_flow(
+    settings: Settings,
     symbols: list[str] | None = None,
     timeframes: list[str] | None = None,
-    start: str | None = None,
-    end: str | None = None,
     show_progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Backfill/resume the configured markets (or the given subset) into the candle lake."""
+    """Backfill/resume the configured markets (or the given subset) into the candle lake, over the
+    window `settings.ingest` gives."""
     logger = get_run_logger()
-    overrides: dict[str, Any] = {}
-    if start is not None or end is not None:
-        overrides["ingest"] = {k: v for k, v in {"start": start, "end": end}.items() if v is not None}
-    settings = load_settings(overrides=overrides)
     markets = configured_markets(settings, symbols, timeframes)
     lake, quarantine = make_lake(settings), make_quarantine(settings)
     run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]

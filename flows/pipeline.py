@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from cta.config import Settings
 from cta.errors import CTAError
 from flows.evaluate import evaluate_market_flows
 from flows.features import features_flow
@@ -18,19 +19,22 @@ from flows.train import train_flow
 
 @flow(name="pipeline")
 async def pipeline_flow(
-    symbols: list[str] | None = None, timeframes: list[str] | None = None, candidates: list[str] | None = None
+    settings: Settings,
+    symbols: list[str] | None = None,
+    timeframes: list[str] | None = None,
+    candidates: list[str] | None = None,
 ) -> dict[str, Any]:
     logger = get_run_logger()
-    ingest = await ingest_flow(symbols=symbols, timeframes=timeframes)
-    features = features_flow(symbols=symbols, timeframes=timeframes)
-    training = train_flow(symbols=symbols, timeframes=timeframes, candidates=candidates)
+    ingest = await ingest_flow(settings, symbols=symbols, timeframes=timeframes)
+    features = features_flow(settings, symbols=symbols, timeframes=timeframes)
+    training = train_flow(settings, symbols=symbols, timeframes=timeframes, candidates=candidates)
     versions: dict[str, list[str]] = {}
     for row in training:
         if "version" in row:
             versions.setdefault(row["market"], []).append(str(row["version"]))
     verdicts: list[dict[str, Any]] = []
     for market_id, market_versions in versions.items():
-        verdicts += evaluate_market_flows(market_id, market_versions)
+        verdicts += evaluate_market_flows(settings, market_id, market_versions)
     failed = [row for row in training if "error" in row]
     for row in failed:
         verdicts.append(

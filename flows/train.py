@@ -10,13 +10,13 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from cta.components import configured_markets, make_lake
-from cta.config import Settings, load_settings
+from cta.config import Settings
 from cta.errors import CTAError
+from cta.registry import configure_mlflow
 from features.feast_store import feature_store_for
 from features.registry import registry_version, select
 from flows.features import checked_feature_names
 from training.candidate import TrainingData
-from training.tracking import configure_mlflow
 from training.train import market_dataset, outcome_row, prepare, train_candidate
 
 
@@ -29,10 +29,12 @@ def train_candidate_task(
 
 @flow(name="train")
 def train_flow(
-    symbols: list[str] | None = None, timeframes: list[str] | None = None, candidates: list[str] | None = None
+    settings: Settings,
+    symbols: list[str] | None = None,
+    timeframes: list[str] | None = None,
+    candidates: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     logger = get_run_logger()
-    settings = load_settings()
     names = checked_feature_names(settings.features)
     version = registry_version(select(names))
     uri = configure_mlflow(settings)

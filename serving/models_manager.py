@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc.model import _PythonModelPyfuncWrapper
 
-from backtests.promotion import CHAMPION
+from cta.registry import CHAMPION
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from backtests.engine import Execution, fill_fee, fill_price, liquidation_equity, order_units
+from cta.execution import Execution, fill_fee, fill_price, liquidation_equity, order_units
 from cta.lake import Market
 from serving import ledger
 from serving.models import Decision, Fill, Order

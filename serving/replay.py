@@ -10,15 +10,15 @@ from typing import Any
 import pandas as pd
 from mlflow import MlflowClient
 
-from backtests.engine import Execution
 from cta.config import Settings
+from cta.execution import Execution
 from cta.lake import Market
+from cta.registry import registered_model_name
 from features.feast_store import feature_store_for
 from serving.db import make_engine, session_factory, upgrade
 from serving.models_manager import ModelManager
 from serving.paper import PaperBroker
 from serving.worker import Worker
-from training.tracking import registered_model_name
 
 
 def replay_worker(settings: Settings, market: Market, candles: pd.DataFrame, clock: dict[str, int]) -> Worker:

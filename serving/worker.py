@@ -25,10 +25,10 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from backtests.engine import Execution, liquidation_equity, order_units, warm_execution_rules
 from cta.config import Settings
 from cta.decide import decide
 from cta.errors import CTAError
+from cta.execution import Execution, liquidation_equity, order_units, warm_execution_rules
 from cta.lake import Market
 from cta.timeframes import timeframe_ms
 from cta.validation import candle_problem

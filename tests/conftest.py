@@ -23,7 +23,7 @@ CONFIG_DIR = REPO_ROOT / "config"
 
 def pytest_configure(config: pytest.Config) -> None:
     """The test process's environment: every library home in a temp dir, no telemetry, no user CTA_*."""
-    from cta.runtime_env import apply_offline_env
+    from app.runtime_env import apply_offline_env
 
     for name in [n for n in os.environ if n.startswith("CTA_")]:
         del os.environ[name]
@@ -32,15 +32,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def cta_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Point CTA's configuration (read from CTA_* env vars, as flows do) at `tmp_path`.
+def settings_for(tmp_path: Path) -> Any:
+    """Settings whose every file goes under `tmp_path`, built the way the CLI builds them (the repo's
+    config files, then explicit overrides; no CTA_* environment). Tests hand the object to the flows.
 
-    Returns a function `(**sections) -> Settings` that sets extra overrides, e.g.
-    `cta_env(exchange={"api_url": url})`.
+    Returns a function `(**sections) -> Settings`, e.g. `settings_for(exchange={"api_url": url})`.
     """
 
-    def apply(**sections: dict[str, Any]) -> Settings:
-        base = {
+    def build(**sections: dict[str, Any]) -> Settings:
+        base: dict[str, dict[str, Any]] = {
             "paths": {"data_dir": str(tmp_path / "data"), "logs_dir": str(tmp_path / "logs")},
             "lake": {"uri": str(tmp_path / "lake")},
             "validation": {"quarantine_uri": str(tmp_path / "quarantine"), "results_dir": str(tmp_path / "validation")},
@@ -48,19 +48,9 @@ def cta_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         }
         for section, values in sections.items():
             base[section] = {**base.get(section, {}), **values}
-        for section, values in base.items():
-            for key, value in values.items():
-                monkeypatch.setenv(f"CTA_{section.upper()}__{key.upper()}", _env_value(value))
-        monkeypatch.setenv("CTA_CONFIG_DIR", str(CONFIG_DIR))
-        return load_settings()
+        return load_settings(env={}, config_dir=CONFIG_DIR, overrides=base)
 
-    return apply
-
-
-def _env_value(value: Any) -> str:
-    import json
-
-    return value if isinstance(value, str) else json.dumps(value)
+    return build
 
 
 @pytest.fixture

@@ -30,8 +30,8 @@ def training_data(symbol: str = "BTCUSDT", rows: int = 3000, horizon: int = 4, f
     from cta.config import TrainingSettings
     from cta.lake import Market
     from features.compute import compute_features
+    from features.dataset import assemble
     from training.candidate import TrainingData
-    from training.dataset import assemble
     from training.splits import train_validation_oos, walk_forward_folds
 
     settings = TrainingSettings()

@@ -9,8 +9,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from cta.config import TrainingSettings
-from cta.costs import CostModel
-from training.dataset import Dataset
+from cta.execution import CostModel
+from features.dataset import Dataset
 
 Folds = list[tuple[np.ndarray, np.ndarray]]  # (train rows, test rows) of the development dataset
 

@@ -1,4 +1,4 @@
-"""MLflow: experiments per market, runs with full lineage, models registered per market.
+"""MLflow training runs: runs with full lineage, models registered per market (names in cta.registry).
 
 Every run records: the config hash, the feature registry version, the lake content hashes of its
 data (a JSON artifact and a combined hash tag), the git commit, the seed, the training window. A
@@ -21,42 +21,14 @@ import cloudpickle
 import mlflow
 from mlflow.models import infer_signature
 
-from cta.candles import symbol_to_path
 from cta.config import Settings
-from cta.lake import Market
+from cta.registry import ensure_experiment, registered_model_name
+from features.dataset import Dataset
 from training.contract import POSITION
-from training.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
 BASE_REQUIREMENTS = ["numpy", "pandas", "cloudpickle"]
-
-
-def configure_mlflow(settings: Settings) -> str:
-    """Point MLflow at the configured tracking store (creating a local SQLite dir if needed)."""
-    uri = settings.training.tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    return uri
-
-
-def registered_model_name(market: Market) -> str:
-    return f"cta.{market.exchange}.{symbol_to_path(market.symbol)}.{market.timeframe}"
-
-
-def experiment_name(market: Market) -> str:
-    return f"cta/{market.exchange}/{symbol_to_path(market.symbol)}/{market.timeframe}"
-
-
-def ensure_experiment(settings: Settings, market: Market) -> str:
-    name = experiment_name(market)
-    found = mlflow.get_experiment_by_name(name)
-    if found is not None:
-        return str(found.experiment_id)
-    root = settings.training.artifact_root
-    location = root if "://" in root else Path(root).resolve().as_uri()
-    return str(mlflow.create_experiment(name, artifact_location=f"{location}/{symbol_to_path(name)}"))
 
 
 def git_commit() -> str:

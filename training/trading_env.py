@@ -23,8 +23,8 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from cta.costs import CostModel
-from training.dataset import Dataset
+from cta.execution import CostModel
+from features.dataset import Dataset
 
 POSITIONS = np.array([-1.0, 0.0, 1.0])  # action index -> target position
 CLIP = 10.0  # standardised features are clipped to +-CLIP (the pyfunc applies the same)

@@ -14,9 +14,9 @@ import numpy as np
 from cta.config import Settings
 from cta.errors import ConfigError
 from cta.lake import CandleLake, Market
+from features.dataset import Dataset, from_feature_store
 from features.registry import select
 from training.candidate import Candidate, Family, TrainingData
-from training.dataset import Dataset, from_feature_store
 from training.metrics import summarize_folds
 from training.splits import train_validation_oos, walk_forward_folds
 from training.tracking import log_position_model, training_run

@@ -10,17 +10,10 @@ import numpy as np
 import pytest
 
 from backtests.bt_engine import run_backtrader
-from backtests.engine import (
-    SIZE_HAIRCUT,
-    Bars,
-    Execution,
-    InvalidPredictions,
-    buy_and_hold,
-    decide_targets,
-    run_fast,
-)
+from backtests.engine import Bars, InvalidPredictions, buy_and_hold, decide_targets, run_fast
 from backtests.metrics import bar_returns, bars_per_year, cagr, max_drawdown, sharpe, sortino
 from cta.decide import Limits, decide_path
+from cta.execution import SIZE_HAIRCUT, Execution
 from tests.factories import real_candles
 
 HOUR_MS = 3_600_000
@@ -198,7 +191,7 @@ def test_an_empty_out_of_sample_block_is_a_clear_error() -> None:
     from cta.errors import DataValidationError
     from cta.lake import Market
     from features.compute import compute_features
-    from training.dataset import assemble
+    from features.dataset import assemble
 
     candles = real_candles("BTCUSDT", "1h", 400)
     market = Market("binance", "BTC/USDT", "1h")

@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from backtests.promotion import (
+from cta.registry import (
     CHAMPION,
     PREVIOUS,
     PromotionError,

@@ -8,10 +8,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from backtests.engine import BacktestResult, Bars, Execution, buy_and_hold, run_fast
+from backtests.engine import BacktestResult, Bars, buy_and_hold, run_fast
 from backtests.report import equity_figure, fills_frame, markdown_report, marker_indices
 from cta.config import GateSettings
 from cta.decide import Limits
+from cta.execution import Execution
 from tests.factories import real_candles
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

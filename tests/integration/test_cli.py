@@ -12,7 +12,7 @@ from cta.exchange_server import LocalExchangeServer
 from tests.conftest import subprocess_env
 
 pytestmark = pytest.mark.integration
-CTA = [sys.executable, "-m", "cta.cli"]
+CTA = [sys.executable, "-m", "app.cli"]
 
 
 def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from app.prefect_server import prefect_healthy
 from cta.exchange_server import LocalExchangeServer
-from cta.prefect_server import prefect_healthy
 from tests.conftest import subprocess_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -64,7 +64,7 @@ def test_flows_serve_runs_scheduled_ingestion(tmp_path: Path, exchange_server: L
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         serve = subprocess.Popen(
-            [sys.executable, "-m", "cta.cli", "flows", "serve"],
+            [sys.executable, "-m", "app.cli", "flows", "serve"],
             env=env,
             cwd=tmp_path,
             stdout=log_path.open("w"),

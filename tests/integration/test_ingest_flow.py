@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 
 from cta.components import make_lake, make_quarantine
+from cta.config import Settings
 from cta.errors import DataValidationError, ExchangeError
 from cta.exchange_server import LocalExchangeServer
 from flows.deployments import ingest_deployments, ingest_schedules
 from flows.ingest import ingest_flow
+from tests.conftest import load_test_settings
 from tests.exchange_fixtures import EXCHANGE_START_MS
 from tests.factories import HOUR_MS
 
@@ -33,11 +35,11 @@ async def flow_runs_by_state() -> dict[str, int]:
 
 
 def test_ingest_flow_backfills_every_configured_market(
-    prefect_harness: None, exchange_server: LocalExchangeServer, cta_env: Any
+    prefect_harness: None, exchange_server: LocalExchangeServer, settings_for: Any
 ) -> None:
-    settings = cta_env(exchange={"api_url": exchange_server.url}, ingest={"start": START})
+    settings = settings_for(exchange={"api_url": exchange_server.url}, ingest={"start": START})
     before = asyncio.run(flow_runs_by_state()).get("Completed", 0)
-    reports = asyncio.run(ingest_flow())
+    reports = asyncio.run(ingest_flow(settings))
     expected = (EXCHANGE_START_MS - START_MS) // HOUR_MS
     assert sorted(r["market"] for r in reports) == ["binance:BTC/USDT:1h", "binance:ETH/USDT:1h"]
     assert all(r["added"] == expected for r in reports)
@@ -46,21 +48,21 @@ def test_ingest_flow_backfills_every_configured_market(
     assert all(r["validation_results"] for r in reports)  # GX results saved per run
     assert asyncio.run(flow_runs_by_state())["Completed"] == before + 1
     # a second run is a no-op
-    assert all(r["fetched"] == 0 for r in asyncio.run(ingest_flow()))
+    assert all(r["fetched"] == 0 for r in asyncio.run(ingest_flow(settings)))
 
 
 def test_flow_fails_on_bad_input_and_writes_nothing(
-    prefect_harness: None, exchange_server: LocalExchangeServer, cta_env: Any
+    prefect_harness: None, exchange_server: LocalExchangeServer, settings_for: Any
 ) -> None:
-    settings = cta_env(exchange={"api_url": exchange_server.url}, ingest={"start": START})
+    settings = settings_for(exchange={"api_url": exchange_server.url}, ingest={"start": START})
     failed_before = asyncio.run(flow_runs_by_state()).get("Failed", 0)
     with pytest.raises(ExchangeError, match="unknown symbol"):
-        asyncio.run(ingest_flow(symbols=["DOGE/USDT"]))
+        asyncio.run(ingest_flow(settings, symbols=["DOGE/USDT"]))
     assert asyncio.run(flow_runs_by_state())["Failed"] == failed_before + 1
     assert make_lake(settings).manifests() == []
 
 
-def test_bad_data_stops_the_flow_and_is_quarantined(prefect_harness: None, tmp_path: Any, cta_env: Any) -> None:
+def test_bad_data_stops_the_flow_and_is_quarantined(prefect_harness: None, tmp_path: Any, settings_for: Any) -> None:
     import gzip
 
     from tests.exchange_fixtures import running_exchange
@@ -73,11 +75,11 @@ def test_bad_data_stops_the_flow_and_is_quarantined(prefect_harness: None, tmp_p
         candles.to_csv(handle, index=False)
     first = int(candles["timestamp"].iloc[0])
     with running_exchange(data_dir=tmp_path / "candles", start=first + 30 * HOUR_MS) as server:
-        settings = cta_env(
+        settings = settings_for(
             exchange={"api_url": server.url}, ingest={"start": str(first)}, markets={"symbols": ["ETH/USDT"]}
         )
         with pytest.raises(DataValidationError, match="close not a finite positive price"):
-            asyncio.run(ingest_flow())
+            asyncio.run(ingest_flow(settings))
     assert make_lake(settings).manifests() == []
     assert make_quarantine(settings).read()["ts"].tolist() == [int(candles["timestamp"].iloc[7])]
 
@@ -89,7 +91,10 @@ def test_one_scheduled_deployment_per_timeframe_firing_after_each_close() -> Non
         ("ingest-1h", timedelta(hours=1)),
     ]
     assert all(s.anchor.timestamp() == 10 for s in schedules)
-    deployments = ingest_deployments(("1m", "1h"), offset_s=10)
+    settings = load_test_settings(markets={"timeframes": ["1m", "1h"]}, prefect={"schedule_offset_s": 10})
+    deployments = ingest_deployments(settings)
     assert [d.name for d in deployments] == ["ingest-1m", "ingest-1h"]
-    assert deployments[1].parameters == {"timeframes": ["1h"]}
+    assert deployments[1].parameters == {"settings": settings.public_dict(), "timeframes": ["1h"]}
+    # the served settings come back as the same object in the flow run (same hash)
+    assert Settings.model_validate(deployments[1].parameters["settings"]).config_hash() == settings.config_hash()
     assert deployments[1].schedules[0].schedule.interval == timedelta(hours=1)

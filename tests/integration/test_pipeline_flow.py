@@ -28,8 +28,8 @@ LAX = {
 }
 
 
-def settings_for(cta_env: Any, exchange: LocalExchangeServer, tmp_path: Path, gate: dict[str, Any]) -> Any:
-    return cta_env(
+def pipeline_settings(settings_for: Any, exchange: LocalExchangeServer, tmp_path: Path, gate: dict[str, Any]) -> Any:
+    return settings_for(
         exchange={"api_url": exchange.url, "market_time": "replay"},
         ingest={"start": "2022-03-01"},
         markets={"symbols": ["BTC/USDT"]},
@@ -49,10 +49,10 @@ def aliases(client: mlflow.MlflowClient) -> dict[str, str]:
 
 
 def test_pipeline_gates_promotes_and_never_moves_the_alias_on_failure(
-    prefect_harness: None, exchange_server: LocalExchangeServer, cta_env: Any, tmp_path: Path
+    prefect_harness: None, exchange_server: LocalExchangeServer, settings_for: Any, tmp_path: Path
 ) -> None:
-    settings = settings_for(cta_env, exchange_server, tmp_path, IMPOSSIBLE)
-    rejected = asyncio.run(pipeline_flow())["verdicts"]
+    settings = pipeline_settings(settings_for, exchange_server, tmp_path, IMPOSSIBLE)
+    rejected = asyncio.run(pipeline_flow(settings))["verdicts"]
     assert [row["verdict"] for row in rejected] == ["rejected", "rejected"]
     assert all("Sharpe" in row["reasons"] and "minimum 100.00" in row["reasons"] for row in rejected)
     mlflow.set_tracking_uri(settings.training.tracking_uri)
@@ -60,8 +60,8 @@ def test_pipeline_gates_promotes_and_never_moves_the_alias_on_failure(
     assert aliases(client) == {}
     assert {client.get_model_version(NAME, v).tags["verdict"] for v in ("1", "2")} == {"rejected"}
 
-    settings_for(cta_env, exchange_server, tmp_path, LAX)
-    verdicts = asyncio.run(pipeline_flow())["verdicts"]
+    settings = pipeline_settings(settings_for, exchange_server, tmp_path, LAX)
+    verdicts = asyncio.run(pipeline_flow(settings))["verdicts"]
     outcomes = {row["version"]: row["verdict"] for row in verdicts}
     best = max(verdicts, key=lambda row: row["sharpe"])
     assert outcomes == {best["version"]: "champion", **{row["version"]: "passed" for row in verdicts if row != best}}
@@ -81,8 +81,8 @@ def test_pipeline_gates_promotes_and_never_moves_the_alias_on_failure(
 
     # Same data, same seed: the new candidates equal the champion, so the margin is not beaten
     # unless strictly better; the champion is backtested on the same window and compared.
-    settings_for(cta_env, exchange_server, tmp_path, {**LAX, "champion_margin": 0.01})
-    third = asyncio.run(pipeline_flow())["verdicts"]
+    settings = pipeline_settings(settings_for, exchange_server, tmp_path, {**LAX, "champion_margin": 0.01})
+    third = asyncio.run(pipeline_flow(settings))["verdicts"]
     assert all(row["verdict"] in {"rejected", "passed"} for row in third)
     assert all(f"champion v{best['version']}" in row["reasons"] for row in third if row["verdict"] == "rejected")
     assert aliases(client) == {"champion": best["version"]}

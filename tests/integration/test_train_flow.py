@@ -12,18 +12,18 @@ import pytest
 
 from cta.components import make_lake
 from cta.exchange_server import LocalExchangeServer
+from cta.registry import registered_model_name
 from flows.features import features_flow
 from flows.ingest import ingest_flow
 from flows.train import train_flow
-from training.tracking import registered_model_name
 
 pytestmark = pytest.mark.integration
 
 
 def test_train_flow_trains_each_candidate_in_its_own_run_and_survives_a_failure(
-    prefect_harness: None, exchange_server: LocalExchangeServer, cta_env: Any, tmp_path: Path
+    prefect_harness: None, exchange_server: LocalExchangeServer, settings_for: Any, tmp_path: Path
 ) -> None:
-    settings = cta_env(
+    settings = settings_for(
         exchange={"api_url": exchange_server.url, "market_time": "replay"},
         ingest={"start": "2022-03-01"},
         markets={"symbols": ["BTC/USDT"]},
@@ -34,9 +34,9 @@ def test_train_flow_trains_each_candidate_in_its_own_run_and_survives_a_failure(
             "folds": 3,
         },
     )
-    asyncio.run(ingest_flow())
-    features_flow()
-    rows = train_flow(candidates=["logistic", "no_such_family", "gbm"])
+    asyncio.run(ingest_flow(settings))
+    features_flow(settings)
+    rows = train_flow(settings, candidates=["logistic", "no_such_family", "gbm"])
     by_family = {row["family"]: row for row in rows}
     assert "unknown family" in by_family["no_such_family"]["error"]
     assert by_family["logistic"]["version"] == "1" and by_family["gbm"]["version"] == "2"

@@ -18,11 +18,13 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sqlalchemy import select
 
-from backtests.engine import Execution, run_fast
+from backtests.engine import run_fast
 from backtests.evaluate import model_positions, out_of_sample_window
-from backtests.promotion import promote, registry_lock
+from cta.execution import Execution
 from cta.lake import Market
+from cta.registry import configure_mlflow, promote, registered_model_name, registry_lock
 from features.compute import compute_features
+from features.dataset import assemble
 from features.registry import registry_version
 from serving.models import Fill, Order
 from serving.paper import PaperBroker
@@ -30,9 +32,7 @@ from serving.replay import replay_worker
 from serving.worker import Worker
 from tests.conftest import load_test_settings
 from tests.factories import real_candles, training_data
-from training.dataset import assemble
 from training.splits import train_validation_oos
-from training.tracking import configure_mlflow, registered_model_name
 from training.train import train_candidate
 
 pytestmark = pytest.mark.integration

@@ -17,12 +17,12 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sqlalchemy import func, select
 
-from backtests.promotion import promote, registry_lock
+from app.serve import UnsafeLiveSettings, live_safety_problems, serve, serving_runtime
 from cta import exchange as exchange_module
 from cta.config import Settings, deep_merge, load_settings
 from cta.lake import Market
+from cta.registry import promote, promotion_lock, registered_model_name
 from features.registry import feature_names
-from serving.app import UnsafeLiveSettings, live_safety_problems, serve, serving_runtime
 from serving.control import set_trading_state, trading_state
 from serving.db import make_engine, session_factory
 from serving.ledger import verify
@@ -31,7 +31,6 @@ from serving.models_manager import ModelManager
 from serving.orders import OrderStatus, TradingState
 from tests.conftest import CONFIG_DIR
 from tests.exchange_fixtures import EXCHANGE_API_KEY, EXCHANGE_API_SECRET, running_exchange
-from training.tracking import registered_model_name
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +81,7 @@ def register_model(settings: Settings, position: float) -> None:
 
 def register_champion(settings: Settings, position: float) -> None:
     register_model(settings, position)
-    lock = registry_lock(settings.training.tracking_uri, settings.paths.data_dir / "locks", registered_model_name(BTC))
+    lock = promotion_lock(settings, registered_model_name(BTC))
     promote(MlflowClient(), registered_model_name(BTC), "1", expected_champion=None, reason="test", lock=lock)
 
 

@@ -28,9 +28,9 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sqlalchemy import func, select
 
-from backtests.promotion import promote, registry_lock
 from cta.config import Settings, load_settings
 from cta.lake import Market
+from cta.registry import promote, promotion_lock, registered_model_name
 from features.registry import feature_names
 from serving.ccxt_broker import DRILL_CRASH_ENV, CrashPoint
 from serving.db import make_engine, session_factory
@@ -38,7 +38,6 @@ from serving.models import Decision, Order
 from tests.conftest import CONFIG_DIR, subprocess_env
 from tests.exchange_fixtures import EXCHANGE_API_KEY, EXCHANGE_API_SECRET, running_exchange, sync_client
 from tests.serving.drill_driver import compare_books
-from training.tracking import registered_model_name
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +91,7 @@ def register_champion(settings: Settings) -> None:
             signature=infer_signature(example, np.zeros(1)),
             registered_model_name=name,
         )
-    lock = registry_lock(settings.training.tracking_uri, settings.paths.data_dir / "locks", name)
+    lock = promotion_lock(settings, name)
     promote(MlflowClient(), name, "1", expected_champion=None, reason="drill", lock=lock)
 
 
@@ -101,7 +100,7 @@ def run_worker(env: dict[str, str], bars: int, log: Path) -> tuple[int, str]:
     with log.open("a") as out:
         out.write(f"\n--- run {env.get(DRILL_CRASH_ENV, 'clean')} ---\n")
     done = subprocess.run(
-        [sys.executable, "-m", "cta.cli", "serve", "--bars", str(bars)],
+        [sys.executable, "-m", "app.cli", "serve", "--bars", str(bars)],
         env=env,
         capture_output=True,
         text=True,

@@ -16,15 +16,16 @@ import pandas as pd
 import pytest
 
 from cta.config import load_settings
-from cta.costs import CostModel
+from cta.execution import CostModel
 from cta.lake import Market
+from cta.registry import configure_mlflow, registered_model_name
 from features.compute import compute_features
+from features.dataset import Dataset
 from features.labels import DIRECTION, FORWARD_RETURN, LABEL_PREFIX, make_labels
 from features.registry import feature_names
 from tests.conftest import CONFIG_DIR
 from tests.factories import training_data
 from training.candidate import TrainingData
-from training.dataset import Dataset
 from training.models.sklearn_models import (
     SMALL_BATCH_ROWS,
     fit_gbm,
@@ -35,7 +36,6 @@ from training.models.sklearn_models import (
     logistic_pipeline,
     pack_forest,
 )
-from training.tracking import configure_mlflow, registered_model_name
 from training.train import prepare, train_candidate
 
 MARKET = Market("binance", "BTC/USDT", "1h")

@@ -3,12 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cta.costs import CostModel
 from cta.errors import DataValidationError
+from cta.execution import CostModel
 from cta.lake import Market
+from features.dataset import assemble
 from tests.factories import real_candles
 from training.contract import FLAT, ThresholdPolicy, fit_threshold_policy
-from training.dataset import assemble
 from training.splits import train_validation_oos, walk_forward_folds
 
 

@@ -27,11 +27,11 @@ import numpy as np
 import pandas as pd
 
 from cta.config import TrainingSettings
-from cta.costs import CostModel
 from cta.errors import DataValidationError
+from cta.execution import CostModel
+from features.dataset import Dataset
 from training.candidate import Candidate, TrainingData
 from training.contract import ThresholdPolicy, fit_threshold_policy
-from training.dataset import Dataset
 from training.metrics import CLASSES, classification_metrics, position_metrics
 
 FAMILY = "keras"

@@ -38,9 +38,9 @@ import pandas as pd
 import torch
 
 from cta.config import TrainingSettings
-from cta.costs import CostModel
+from cta.execution import CostModel
+from features.dataset import Dataset
 from training.candidate import Candidate, TrainingData
-from training.dataset import Dataset
 from training.metrics import position_metrics
 from training.trading_env import CLIP, TradingEnv, env_config, standardisation
 

@@ -16,10 +16,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cta.config import TrainingSettings
-from cta.costs import CostModel
+from cta.execution import CostModel
+from features.dataset import Dataset
 from training.candidate import Candidate, TrainingData
 from training.contract import fit_threshold_policy
-from training.dataset import Dataset
 from training.metrics import classification_metrics, position_metrics
 
 # Prediction cost grows with the number of trees (iterations x 3 classes): 60 iterations at a higher

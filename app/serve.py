@@ -17,11 +17,11 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from backtests.engine import Execution
 from cta.components import configured_markets, make_exchange
 from cta.config import Settings
 from cta.errors import CTAError
 from cta.exchange import ExchangeAdapter
+from cta.execution import Execution
 from cta.lake import Market
 from serving.db import make_engine, session_factory, upgrade
 from serving.models import Decision, EquitySnapshot, Fill
@@ -98,10 +98,10 @@ async def serving_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """Everything `cta serve` runs, started in order and stopped in reverse."""
     from mlflow import MlflowClient
 
+    from cta.registry import configure_mlflow, registered_model_name
     from features.feast_store import feature_store_for
     from serving.api import ApiServer, build_app
     from serving.metrics import WorkerMetrics
-    from training.tracking import configure_mlflow, registered_model_name
 
     engine = make_engine(database_url(settings))
     upgrade(engine)

@@ -1,4 +1,6 @@
-"""Registry moves in MLflow: the `champion` alias, the `previous` alias kept for rollback, and the
+"""The MLflow model registry, shared by training, backtests, serving and the CLI: where the tracking
+store is (`configure_mlflow`), how models and experiments are named per market, and the registry
+moves: the `champion` alias, the `previous` alias kept for rollback, and the
 verdict tags on each version. Every move happens under a per-model lock and re-checks, inside the
 lock, that the champion is still the one the gate compared against (optimistic concurrency): two
 promotions racing for one market leave one champion, the right `previous`, and a `stale` verdict on
@@ -18,13 +20,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from cta.candles import symbol_to_path
 from cta.errors import CTAError
+from cta.lake import Market
+
+if TYPE_CHECKING:
+    from cta.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,35 @@ CHAMPION = "champion"
 PREVIOUS = "previous"
 HISTORY_TAG = "cta.champion_history"
 VERDICT_TAG = "verdict"
+
+
+def configure_mlflow(settings: Settings) -> str:
+    """Point MLflow at the configured tracking store (creating a local SQLite dir if needed)."""
+    uri = settings.training.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def registered_model_name(market: Market) -> str:
+    """The registered model of one market: `cta.<exchange>.<symbol>.<timeframe>`."""
+    return f"cta.{market.exchange}.{symbol_to_path(market.symbol)}.{market.timeframe}"
+
+
+def experiment_name(market: Market) -> str:
+    return f"cta/{market.exchange}/{symbol_to_path(market.symbol)}/{market.timeframe}"
+
+
+def ensure_experiment(settings: Settings, market: Market) -> str:
+    """The market's experiment id (created with its artifact location under training.artifact_root)."""
+    name = experiment_name(market)
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    root = settings.training.artifact_root
+    location = root if "://" in root else Path(root).resolve().as_uri()
+    return str(mlflow.create_experiment(name, artifact_location=f"{location}/{symbol_to_path(name)}"))
 
 
 class PromotionError(CTAError):
@@ -90,6 +127,11 @@ def registry_lock(tracking_uri: str, lock_dir: Path, name: str, timeout_s: float
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def promotion_lock(settings: Settings, name: str) -> contextlib.AbstractContextManager[None]:
+    """The registry lock of one model, as configured (PostgreSQL advisory lock or a file lock)."""
+    return registry_lock(settings.training.tracking_uri, settings.paths.data_dir / "locks", name)
 
 
 @contextlib.contextmanager
@@ -163,3 +205,48 @@ def versions(client: MlflowClient, name: str) -> list[ModelVersion]:
     """Every version of the model, newest first."""
     found = client.search_model_versions(f"name = '{name}'")
     return sorted(found, key=lambda v: int(v.version), reverse=True)
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One registered version as `cta models list` shows it."""
+
+    version: str
+    family: str
+    aliases: tuple[str, ...]
+    verdict: str
+    oos_sharpe: str
+    oos_max_drawdown: str
+    reasons: str
+
+
+def version_rows(client: MlflowClient, name: str) -> list[VersionRow]:
+    """Every version of the model, newest first, with its aliases and gate verdict (empty: no versions)."""
+    found = versions(client, name)
+    if not found:
+        return []
+    aliases: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    return [
+        VersionRow(
+            version=str(v.version),
+            family=v.tags.get("family", ""),
+            aliases=tuple(aliases.get(str(v.version), [])),
+            verdict=v.tags.get(VERDICT_TAG, "not gated"),
+            oos_sharpe=v.tags.get("oos_sharpe", ""),
+            oos_max_drawdown=v.tags.get("oos_max_drawdown", ""),
+            reasons=v.tags.get("verdict_reasons", ""),
+        )
+        for v in found
+    ]
+
+
+def find_version(client: MlflowClient, name: str, version_or_alias: str) -> ModelVersion:
+    """A version by number or alias (champion, previous); PromotionError if there is none."""
+    try:
+        if version_or_alias.isdigit():
+            return client.get_model_version(name, version_or_alias)
+        return client.get_model_version_by_alias(name, version_or_alias)
+    except MlflowException:
+        raise PromotionError(f"{name} has no version or alias {version_or_alias!r}") from None

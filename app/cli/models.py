@@ -1,0 +1,174 @@
+"""CLI commands for the learning side: features, training, the whole pipeline, and the model registry
+(list, show, operator promotion and rollback)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from app.cli import render
+from app.cli.root import CandidateOpt, SymbolOpt, TimeframeOpt, cli, console, features_app, models_app, settings_of
+from cta.config import Settings
+from cta.errors import CTAError
+
+if TYPE_CHECKING:
+    from cta.lake import Market
+
+
+@features_app.command("list")
+def features_list() -> None:
+    """The feature registry: name, warm-up bars, bounds, description."""
+    from rich.table import Table
+
+    from features.registry import FEATURES, registry_version
+
+    table = Table(title=f"feature registry (version {registry_version()})")
+    for column in ("name", "warm-up", "bounds", "description"):
+        table.add_column(column)
+    for spec in FEATURES:
+        bounds = "" if spec.lower is None and spec.upper is None else f"[{spec.lower}, {spec.upper}]"
+        table.add_row(spec.name, str(spec.warmup), bounds, spec.description)
+    console.print(table)
+
+
+@features_app.command("build")
+def features_build(ctx: typer.Context, symbol: SymbolOpt = None, timeframe: TimeframeOpt = None) -> None:
+    """Compute, gate and write the feature tables, then materialise Feast's online store (a flow run)."""
+    from flows.features import features_flow
+
+    render.print_features(features_flow(settings_of(ctx), symbols=symbol, timeframes=timeframe))
+
+
+@cli.command()
+def train(
+    ctx: typer.Context,
+    symbol: SymbolOpt = None,
+    timeframe: TimeframeOpt = None,
+    candidate: CandidateOpt = None,
+) -> None:
+    """Train the candidate families on point-in-time features; log and register them in MLflow."""
+    from flows.train import train_flow
+
+    render.print_training(train_flow(settings_of(ctx), symbols=symbol, timeframes=timeframe, candidates=candidate))
+
+
+@cli.command()
+def pipeline(
+    ctx: typer.Context,
+    symbol: SymbolOpt = None,
+    timeframe: TimeframeOpt = None,
+    candidate: CandidateOpt = None,
+) -> None:
+    """The whole pipeline as one Prefect flow: ingest → validate → features → train → backtest → gate →
+    promote. Prints the verdict of every candidate."""
+    from flows.pipeline import pipeline_flow
+
+    result = asyncio.run(pipeline_flow(settings_of(ctx), symbols=symbol, timeframes=timeframe, candidates=candidate))
+    render.print_verdicts(result["verdicts"])
+
+
+def _one_market(settings: Settings, symbols: list[str] | None, timeframes: list[str] | None) -> Market:
+    from cta.components import configured_markets
+
+    markets = configured_markets(settings, symbols, timeframes)
+    if len(markets) != 1:
+        raise CTAError(f"choose one market with --symbol and --timeframe (configured: {', '.join(map(str, markets))})")
+    return markets[0]
+
+
+def _registry(settings: Settings) -> Any:
+    from mlflow import MlflowClient
+
+    from cta.registry import configure_mlflow
+
+    configure_mlflow(settings)
+    return MlflowClient()
+
+
+@models_app.command("list")
+def models_list(ctx: typer.Context, symbol: SymbolOpt = None, timeframe: TimeframeOpt = None) -> None:
+    """Every registered version per market, newest first: family, aliases, verdict, out-of-sample numbers."""
+    from cta.components import configured_markets
+    from cta.registry import registered_model_name, version_rows
+
+    settings = settings_of(ctx)
+    client = _registry(settings)
+    for market in configured_markets(settings, symbol, timeframe):
+        name = registered_model_name(market)
+        render.print_versions(name, version_rows(client, name))
+
+
+@models_app.command("show")
+def models_show(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="A version number, or an alias: champion, previous.")] = "champion",
+    symbol: SymbolOpt = None,
+    timeframe: TimeframeOpt = None,
+) -> None:
+    """One version: its tags (verdict, reasons, metrics, lineage) and where its runs are."""
+    from cta.registry import find_version, registered_model_name
+
+    settings = settings_of(ctx)
+    name = registered_model_name(_one_market(settings, symbol, timeframe))
+    found = find_version(_registry(settings), name, version)
+    console.print_json(
+        json.dumps(
+            {
+                "model": name,
+                "version": str(found.version),
+                "aliases": list(found.aliases),
+                "uri": f"models:/{name}/{found.version}",
+                "training_run_id": found.run_id,
+                "tags": dict(sorted(found.tags.items())),
+            }
+        )
+    )
+
+
+@models_app.command("promote")
+def models_promote(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="The version to make champion.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded on the version).")],
+    symbol: SymbolOpt = None,
+    timeframe: TimeframeOpt = None,
+) -> None:
+    """Operator override: make VERSION the champion without the gate (recorded as a manual promotion;
+    the current champion stays available to `rollback`)."""
+    from mlflow.exceptions import MlflowException
+
+    from cta.registry import champion, promote, promotion_lock, registered_model_name
+
+    settings = settings_of(ctx)
+    name = registered_model_name(_one_market(settings, symbol, timeframe))
+    client = _registry(settings)
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        raise CTAError(f"{name} has no version {version!r}") from None
+    current = champion(client, name)
+    move = promote(
+        client,
+        name,
+        version,
+        expected_champion=None if current is None else str(current.version),
+        reason=f"manual: {reason}",
+        lock=promotion_lock(settings, name),
+    )
+    if move.outcome != "champion":
+        raise CTAError(f"not promoted: {move.detail}")
+    console.print(f"{name}: v{version} is the champion (previous: {'v' + move.previous if move.previous else 'none'})")
+
+
+@models_app.command("rollback")
+def models_rollback(ctx: typer.Context, symbol: SymbolOpt = None, timeframe: TimeframeOpt = None) -> None:
+    """Give the champion alias back to the previous champion."""
+    from cta.registry import promotion_lock, registered_model_name, rollback
+
+    settings = settings_of(ctx)
+    name = registered_model_name(_one_market(settings, symbol, timeframe))
+    move = rollback(_registry(settings), name, lock=promotion_lock(settings, name))
+    console.print(f"{name}: rolled back from v{move.previous} to v{move.version}")

@@ -1,0 +1,147 @@
+"""How the CLI shows results: one rich table per kind of result (ingestion, lake, features, training,
+verdicts, paper trading, lake audit). Presentation only."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.table import Table
+
+from app.cli.root import console
+from cta.lake_audit import MarketAudit
+from cta.registry import VersionRow
+
+
+def print_ingest(reports: list[dict[str, Any]]) -> None:
+    table = Table(title="ingestion")
+    for column in ("market", "fetched", "added", "unchanged", "quarantined", "gaps"):
+        table.add_column(column, justify="left" if column == "market" else "right")
+    for r in reports:
+        table.add_row(
+            r["market"],
+            str(r["fetched"]),
+            str(r["added"]),
+            str(r["unchanged"]),
+            str(r["quarantined"]),
+            str(len(r["gaps"])),
+        )
+    console.print(table)
+
+
+def print_audit(uri: str, audits: list[MarketAudit]) -> None:
+    table = Table(title=f"validation of {uri}")
+    for column in ("market", "rows", "suite", "hashes", "gaps (missing)"):
+        table.add_column(column)
+    for audit in audits:
+        table.add_row(
+            str(audit.market),
+            str(audit.rows),
+            audit.suite,
+            "ok" if not audit.hash_problems else "; ".join(audit.hash_problems),
+            f"{audit.gaps} ({audit.missing_candles})",
+        )
+    console.print(table)
+
+
+def print_lake_summary(uri: str, summary: Any) -> None:
+    table = Table(title=f"candle lake: {uri}")
+    for column in summary.columns:
+        table.add_column(str(column))
+    for row in summary.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    console.print(table if len(summary) else f"candle lake {uri} is empty")
+
+
+def print_features(result: dict[str, Any]) -> None:
+    table = Table(title=f"features (registry {result['registry_version']}, online store {result['online_store']})")
+    for column in ("market", "status", "rows"):
+        table.add_column(column)
+    for item in result["markets"]:
+        table.add_row(item["market"], item["status"], str(item["rows"]))
+    console.print(table)
+
+
+def print_training(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="training (MLflow)")
+    for column in ("market", "family", "version", "balanced acc", "AUC", "IC", "validation net", "error"):
+        table.add_column(column)
+
+    def fmt(value: Any) -> str:
+        return "" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    for row in rows:
+        table.add_row(
+            row["market"],
+            row["family"],
+            fmt(row.get("version")),
+            fmt(row.get("balanced_accuracy_mean")),
+            fmt(row.get("auc_mean")),
+            fmt(row.get("ic_mean")),
+            fmt(row.get("validation_net_return")),
+            fmt(row.get("error")),
+        )
+    console.print(table)
+
+
+def print_verdicts(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="backtest gate (out-of-sample)")
+    for column in ("market", "candidate", "family", "Sharpe", "max DD", "return", "trades", "verdict", "reasons"):
+        table.add_column(column, overflow="fold")
+    styles = {"champion": "bold green", "passed": "green", "rejected": "red", "failed": "red", "stale": "yellow"}
+    for row in rows:
+        verdict = row["verdict"]
+        table.add_row(
+            row["market"],
+            f"v{row['version']}",
+            row["family"],
+            _num(row.get("sharpe"), "{:.2f}"),
+            _num(row.get("max_drawdown"), "{:.1%}"),
+            _num(row.get("total_return"), "{:+.1%}"),
+            str(row.get("trades", "")),
+            f"[{styles.get(verdict, '')}]{verdict}[/]",
+            row.get("reasons", ""),
+        )
+    console.print(table)
+
+
+def _num(value: Any, pattern: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return pattern.format(value)
+
+
+def print_versions(name: str, rows: list[VersionRow]) -> None:
+    table = Table(title=f"{name}" + ("" if rows else " (no versions yet)"))
+    for column in ("version", "family", "aliases", "verdict", "OOS Sharpe", "OOS max DD", "reasons"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row.version,
+            row.family,
+            ", ".join(row.aliases),
+            row.verdict,
+            row.oos_sharpe,
+            row.oos_max_drawdown,
+            row.reasons,
+        )
+    console.print(table)
+
+
+def print_serving(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="paper trading" if rows else "serving")
+    for column in ("market", "model", "bars", "decisions", "orders", "fills", "PnL", "buy & hold", "note"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["market"],
+            row["model"],
+            str(row["bars"]),
+            str(row["decisions"]),
+            str(row["orders"]),
+            str(row["fills"]),
+            f"{row['pnl']:+.2%}",
+            f"{row['buy_and_hold']:+.2%}",
+            row["note"],
+        )
+    console.print(table)

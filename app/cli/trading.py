@@ -1,0 +1,69 @@
+"""CLI commands for trading: the worker, the kill switch, and the ledger check."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import typer
+
+from app.cli import render
+from app.cli.root import cli, console, ledger_app, settings_of, with_serving
+from cta.config import Settings
+from cta.errors import CTAError
+
+
+@cli.command()
+def serve(
+    ctx: typer.Context,
+    bars: Annotated[int | None, typer.Option("--bars", help="Stop after this many candles per market.")] = None,
+) -> None:
+    """Trade the champion of each configured market on every newly closed candle (paper by default).
+    Ctrl-C stops; state is reconciled at the next start."""
+    from app.serve import serve as run_serving
+
+    settings = settings_of(ctx)
+    if bars is not None:
+        settings = with_serving(settings, max_bars=bars)
+    render.print_serving(asyncio.run(run_serving(settings)))
+
+
+def serving_sessions(settings: Settings, read_only: bool = False) -> Any:
+    """Sessions on the serving database (migrated to the newest schema first)."""
+    from app.serve import database_url
+    from serving.db import make_engine, session_factory, upgrade
+
+    engine = make_engine(database_url(settings))
+    upgrade(engine)
+    return session_factory(engine, read_only=read_only)
+
+
+@cli.command("kill-switch")
+def kill_switch(
+    ctx: typer.Context,
+    state: Annotated[str, typer.Argument(help="halt (no orders), reduce (exits only) or resume.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the ledger).")],
+    cancel_open: Annotated[bool, typer.Option("--cancel-open", help="With halt: also cancel open orders.")] = False,
+) -> None:
+    """Set the persisted trading state; a running worker obeys it at its next candle, a restarted one too."""
+    from serving.control import set_trading_state
+    from serving.orders import TradingState
+
+    states = {"halt": TradingState.HALTED, "reduce": TradingState.REDUCING, "resume": TradingState.RUNNING}
+    if state not in states:
+        raise CTAError(f"kill-switch state must be one of {', '.join(states)}, not {state!r}")
+    sessions = serving_sessions(settings_of(ctx))
+    snapshot = set_trading_state(sessions, states[state], reason, "cli", cancel_open=cancel_open)
+    console.print(f"trading state: {snapshot.state} ({snapshot.reason})")
+
+
+@ledger_app.command("verify")
+def ledger_verify(ctx: typer.Context) -> None:
+    """Check the ledger's hash chain: an edited, deleted or reordered entry fails (exit code 1)."""
+    from serving.ledger import verify
+
+    with serving_sessions(settings_of(ctx), read_only=True)() as session:
+        report = verify(session)
+    if not report.ok:
+        raise CTAError(f"ledger broken at entry {report.first_bad_seq}: {report.problem}")
+    console.print(f"ledger ok: {report.entries} entries, hash chain intact")
