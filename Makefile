@@ -1,5 +1,7 @@
 # CTA: the two commands are `make demo` (the main job) and `make test` (the test suite).
 # Both create the virtualenv first if it is missing or pyproject.toml changed; both are idempotent.
+# `make test` runs `make lint` first (ruff, mypy, import-linter's layer contracts), so a lint error, a type error
+# or an import against the layers fails it before pytest starts.
 
 PYTHON ?= python3.11
 VENV   := .venv
@@ -21,15 +23,17 @@ venv: $(STAMP)
 demo: venv            ## the whole job on embedded defaults (the demo profile: config/demo.json)
 	$(BIN)/cta --profile demo demo
 
-test: venv            ## the whole test suite
+test: lint            ## the static checks, then the whole test suite
 	$(BIN)/python -m pytest
 
 test-fast: venv       ## everything but the tests marked slow
 	$(BIN)/python -m pytest -m "not slow"
 
-lint: venv
+lint: venv            ## static checks: ruff (lint, format), mypy --strict, the layers (import-linter, pyproject.toml)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 
 bench: venv           ## benchmarks: prints a table, writes benchmarks/results/*.json
 	$(BIN)/python -m benchmarks.run

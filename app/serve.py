@@ -1,6 +1,10 @@
 """`cta serve`: assemble the worker from the settings (database, exchange, Feast, registry, broker,
 metrics, API), check that live trading is safe, run until stopped or `serving.max_bars`, and
-summarise what happened."""
+summarise what happened.
+
+`serve`, `serving_runtime` and `make_broker` take an optional `checkpoint` (`serving.types.OrderCheckpoint`) that the
+broker calls at each crash point of an order; the command line never passes one (the crash drills in tests/serving
+do)."""
 
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from serving.db import make_engine, session_factory, upgrade
 from serving.models import Decision, EquitySnapshot, Fill
 from serving.models_manager import ModelManager
 from serving.paper import PaperBroker
-from serving.types import Broker
+from serving.types import Broker, OrderCheckpoint, no_checkpoint
 from serving.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -70,8 +74,14 @@ async def live_safety_problems(settings: Settings, exchange: ExchangeAdapter, mo
 
 
 def make_broker(
-    settings: Settings, sessions: sessionmaker[Session], exchange: ExchangeAdapter, markets: list[Market]
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    exchange: ExchangeAdapter,
+    markets: list[Market],
+    checkpoint: OrderCheckpoint = no_checkpoint,
 ) -> Broker:
+    """The configured broker: paper (orders fill in this database) or ccxt (orders on the exchange, which calls
+    `checkpoint` at each crash point of an order)."""
     execution = Execution.from_settings(settings.costs, settings.backtest)
     prefix = settings.serving.client_order_prefix
     if settings.serving.broker == "paper":
@@ -80,7 +90,13 @@ def make_broker(
     from serving.ccxt_broker import CcxtBroker
 
     return CcxtBroker(
-        exchange, sessions, prefix, SystemClock(), markets, balance_max_age_s=settings.serving.balance_max_age_s
+        exchange,
+        sessions,
+        prefix,
+        SystemClock(),
+        markets,
+        balance_max_age_s=settings.serving.balance_max_age_s,
+        checkpoint=checkpoint,
     )
 
 
@@ -94,7 +110,7 @@ class Runtime:
 
 
 @contextlib.asynccontextmanager
-async def serving_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+async def serving_runtime(settings: Settings, *, checkpoint: OrderCheckpoint = no_checkpoint) -> AsyncIterator[Runtime]:
     """Everything `cta serve` runs, started in order and stopped in reverse."""
     from mlflow import MlflowClient
 
@@ -117,7 +133,7 @@ async def serving_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     async with make_exchange(settings) as exchange:
         for market in markets:
             await exchange.check_market(market.symbol, market.timeframe)
-        broker = make_broker(settings, sessions, exchange, markets)
+        broker = make_broker(settings, sessions, exchange, markets, checkpoint)
 
         async def fetch(market: Market, since: int, limit: int) -> list[list[Any]]:
             return await exchange.fetch_ohlcv(market.symbol, market.timeframe, since, limit)
@@ -173,14 +189,14 @@ def worker_status(worker: Worker) -> dict[str, Any]:
     }
 
 
-async def serve(settings: Settings) -> list[dict[str, Any]]:
+async def serve(settings: Settings, *, checkpoint: OrderCheckpoint = no_checkpoint) -> list[dict[str, Any]]:
     """Run the worker until SIGINT/SIGTERM or `serving.max_bars`; return the per-market summary."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    async with serving_runtime(settings) as runtime:
+    async with serving_runtime(settings, checkpoint=checkpoint) as runtime:
         log.info("serving %d market(s); API at %s", len(runtime.worker.states), runtime.api_url)
         await runtime.worker.run(stop)
         return summarize(runtime)

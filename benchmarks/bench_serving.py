@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 
     from cta.config import Settings
     from cta.lake import Market
-    from serving.worker import DecisionRecord, Worker
+    from serving.decisions import DecisionRecord
+    from serving.worker import Worker
 
 FAMILIES = ("logistic", "gbm", "keras", "ppo")
 MODELS = (*FAMILIES, "flip")  # "flip": alternates long/flat, so every bar exercises the order path
@@ -373,15 +374,15 @@ TIMED: tuple[tuple[str, str | None, str, str], ...] = (
     ("features.feast_store", "FeatureStoreAdapter", "write_online", "feast write"),
     ("features.feast_store", "FeatureStoreAdapter", "read_online", "feast read"),
     ("serving.models_manager", "LoadedModel", "predict_next", "predict"),
-    ("serving.worker", "Worker", "_record_decision", "decision row+ledger"),
-    ("serving.worker", "Worker", "_order", "order path"),
+    ("serving.worker", None, "record_decision", "decision row+ledger"),
+    ("serving.worker", None, "place_order", "order path"),
     ("serving.paper", "PaperBroker", "holdings", "holdings"),
     ("serving.ccxt_broker", "CcxtBroker", "holdings", "holdings"),
     ("serving.paper", "PaperBroker", "submit", "submit"),
     ("serving.ccxt_broker", "CcxtBroker", "submit", "submit"),
     ("serving.ledger", None, "append", "ledger append"),
-    ("serving.worker", "Worker", "_update_reason", "reason update (after the order is sent)"),
-    ("serving.worker", "Worker", "_snapshot", "snapshot (after the decision)"),
+    ("serving.worker", None, "update_reason", "reason update (after the order is sent)"),
+    ("serving.worker", None, "snapshot_equity", "snapshot (after the decision)"),
     ("serving.worker", None, "checkpoint", "WAL checkpoint (after the decision)"),
 )
 _ORIGINALS: list[tuple[Any, str, Any]] = []

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from typing import Any
+from typing import Any, Protocol
 
 import ccxt
 import ccxt.async_support as ccxt_async
@@ -36,8 +37,45 @@ def rewrite_api_urls(urls: Any, base_url: str) -> Any:
 _verbose_log = logging.getLogger("ccxt.verbose")
 
 
-def _log_verbose(*args: Any) -> None:
-    _verbose_log.debug(" ".join(str(arg) for arg in args))
+class RequestBudget(Protocol):
+    """What every request of a budgeted async ccxt exchange waits for, instead of ccxt's own throttler."""
+
+    async def acquire(self, cost: float | None) -> None:
+        """Return when a request costing `cost` units of the venue's budget (None: 1) may be sent."""
+        ...
+
+
+class _LoggedVerbose:
+    """Mixin before a ccxt exchange class: ccxt prints its verbose output through `log`; this sends it through
+    logging instead (and so through the log redaction)."""
+
+    def log(self, *args: Any) -> None:
+        _verbose_log.debug(" ".join(str(arg) for arg in args))
+
+
+class _Budgeted(_LoggedVerbose):
+    """Mixin before an async ccxt exchange class: ccxt's `fetch2` awaits `self.throttle(cost)` before every request
+    (with the request's cost in units of `rateLimit`); this awaits the budget the exchange was built with."""
+
+    def __init__(self, config: dict[str, Any], budget: RequestBudget) -> None:
+        self._request_budget = budget
+        super().__init__(config)  # type: ignore[call-arg]  # the next class in the MRO is the ccxt exchange
+
+    async def throttle(self, cost: float | None = None) -> None:
+        await self._request_budget.acquire(cost)
+
+
+@functools.cache
+def _exchange_class(ccxt_class: type, budgeted: bool) -> type:
+    """ccxt's exchange class with CTA's mixin in front (one class per ccxt class and mixin, built once)."""
+    mixin = _Budgeted if budgeted else _LoggedVerbose
+    return type(ccxt_class.__name__, (mixin, ccxt_class), {"__module__": __name__})
+
+
+def venue_rate_limit_ms(exchange_id: str, rate_limit_share: float = 1.0) -> float:
+    """ccxt's model of the venue's request budget (its `rateLimit`: ms per cost unit), scaled to a share of the
+    budget (0.9 = use 90 % of it: 1 / 0.9 of the interval)."""
+    return float(getattr(ccxt, exchange_id)().rateLimit) / rate_limit_share
 
 
 def build_ccxt(
@@ -52,20 +90,25 @@ def build_ccxt(
     asynchronous: bool = True,
     extra_options: dict[str, Any] | None = None,
     verbose: bool = False,
+    budget: RequestBudget | None = None,
 ) -> Any:
     """A configured ccxt exchange (async by default). Raises AttributeError for an unknown id.
 
     `rate_limit_share` scales ccxt's own model of the venue's request budget (0.9 = use 90 % of it);
-    `rate_limit_ms` sets ccxt's rateLimit directly instead.
+    `rate_limit_ms` sets ccxt's rateLimit directly instead. With a `budget` (async only), every request waits for
+    `budget.acquire(cost)` instead of ccxt's throttler (the cost in units of the exchange's `rateLimit`).
+    Verbose output (`verbose`) goes to the logger `ccxt.verbose` at DEBUG.
     """
+    if budget is not None and not asynchronous:
+        raise ValueError("a request budget replaces the throttler of an async ccxt exchange only")
     module = ccxt_async if asynchronous else ccxt
-    exchange_class = getattr(module, exchange_id)
+    exchange_class = _exchange_class(getattr(module, exchange_id), budget is not None)
     if rate_limit_share is not None:
-        venue_rate_limit_ms = float(getattr(ccxt, exchange_id)().rateLimit)
-        rate_limit_ms = venue_rate_limit_ms / rate_limit_share
+        rate_limit_ms = venue_rate_limit_ms(exchange_id, rate_limit_share)
     config: dict[str, Any] = {
         "enableRateLimit": True,
         "timeout": timeout_ms,
+        "verbose": verbose,
         "options": {**SPOT_ONLY_OPTIONS, **(extra_options or {})},
     }
     if rate_limit_ms is not None:
@@ -74,9 +117,7 @@ def build_ccxt(
         config["apiKey"] = api_key
     if api_secret:
         config["secret"] = api_secret
-    exchange = exchange_class(config)
-    exchange.log = _log_verbose  # ccxt prints verbose output; send it through logging (and its redaction)
-    exchange.verbose = verbose
+    exchange = exchange_class(config) if budget is None else exchange_class(config, budget)
     if api_url:
         exchange.urls["api"] = rewrite_api_urls(exchange.urls["api"], api_url)
     return exchange

@@ -30,9 +30,8 @@ SECRET_ENV_VARS: dict[str, str] = {
     "db_password": "CTA_DB_PASSWORD",
     "api_token": "CTA_API_TOKEN",
 }
-# CTA_ variables that are not settings: the profile, the config directory, and the crash drills' switch
-# (serving.ccxt_broker.DRILL_CRASH_ENV, set only by the drill tests).
-NOT_SETTINGS_ENV_VARS = frozenset({"CTA_PROFILE", "CTA_CONFIG_DIR", "CTA_DRILL_CRASH_AT"})
+# CTA_ variables that are not settings: the profile and the config directory.
+NOT_SETTINGS_ENV_VARS = frozenset({"CTA_PROFILE", "CTA_CONFIG_DIR"})
 # Keys that look like secrets are refused in config files: secrets come only from the environment.
 _SECRET_LIKE = ("secret", "password", "api_key", "apikey", "token", "passphrase", "private_key")
 
@@ -402,6 +401,18 @@ def with_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings
     value raises ConfigError naming the field. Secrets are kept; overrides cannot carry any."""
     _refuse_secrets_in_files(overrides, "overrides (use the dedicated secret variables)")
     return _validated(deep_merge(settings.model_dump(mode="json"), overrides), settings.secrets)
+
+
+def differing_fields(a: Settings, b: Settings) -> list[str]:
+    """The dotted paths of the settings whose values differ between `a` and `b` (secrets excluded: they
+    never leave the process), e.g. ["logging.level", "backtest.gate.min_sharpe"]."""
+
+    def walk(x: Any, y: Any, path: str) -> list[str]:
+        if isinstance(x, dict) and isinstance(y, dict):
+            return [d for key in sorted(x.keys() | y.keys()) for d in walk(x.get(key), y.get(key), f"{path}{key}.")]
+        return [] if x == y else [path.rstrip(".")]
+
+    return walk(a.model_dump(mode="json"), b.model_dump(mode="json"), "")
 
 
 def _validated(data: Mapping[str, Any], secrets: Secrets) -> Settings:

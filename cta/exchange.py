@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import aiohttp
 import ccxt
 
-from cta.ccxt_factory import build_ccxt
+from cta.ccxt_factory import build_ccxt, venue_rate_limit_ms
 from cta.config import DEFAULT_BURST_COST, ExchangeSettings, Secrets
 from cta.errors import ExchangeError, TemporaryExchangeError
 
@@ -82,6 +82,34 @@ class RequestSpacer:
         return max(0.0, -self._level * self._seconds_per_cost)
 
 
+class SpacedRequestBudget:
+    """The adapter's request budget: every request of the adapter's ccxt exchange waits in `acquire` (the exchange is
+    built with it: `build_ccxt(budget=...)`), spaced by a RequestSpacer on the venue's budget (ccxt's rateLimit and
+    per-endpoint costs). It counts the requests and the wall time during which at least one request was held back."""
+
+    def __init__(self, spacer: RequestSpacer) -> None:
+        self._spacer = spacer
+        self.requests = 0
+        self.wait_s = 0.0
+        self._waiting = 0
+        self._waiting_since = 0.0
+
+    async def acquire(self, cost: float | None) -> None:
+        self.requests += 1
+        delay = self._spacer.reserve(1.0 if cost is None else float(cost))
+        if delay <= 0:
+            return
+        self._waiting += 1
+        if self._waiting == 1:
+            self._waiting_since = time.perf_counter()
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._waiting -= 1
+            if self._waiting == 0:  # wall time during which at least one request was held back
+                self.wait_s += time.perf_counter() - self._waiting_since
+
+
 def translate_ccxt_error(error: Exception, headers: dict[str, Any] | None = None) -> Exception:
     """Map a ccxt exception to CTA's hierarchy (temporary → retryable, else operational)."""
     text = f"{type(error).__name__}: {error}"
@@ -133,46 +161,33 @@ class ExchangeAdapter:
         self._sleep = sleep
         self._rng = random.Random(seed)
         secrets = secrets or Secrets()
+        # ccxt's model of the venue's budget, scaled to our share: the exchange's rateLimit and the spacer's interval
+        rate_limit_ms = venue_rate_limit_ms(settings.id, settings.rate_limit_share)
+        spacer = RequestSpacer(ms_per_cost=rate_limit_ms, burst_cost=settings.rate_limit_burst)
+        self._budget = SpacedRequestBudget(spacer)  # every request of self._ccxt waits here
         self._ccxt = build_ccxt(
             settings.id,
             api_url=settings.api_url,
             api_key=secrets.api_key.get_secret_value() if secrets.api_key else None,
             api_secret=secrets.api_secret.get_secret_value() if secrets.api_secret else None,
-            rate_limit_share=settings.rate_limit_share,
+            rate_limit_ms=rate_limit_ms,
             timeout_ms=settings.timeout_ms,
             verbose=settings.verbose,
+            budget=self._budget,
         )
-        self.requests = 0
         self.retries = 0
-        self.throttle_wait_s = 0.0
         self.backoff_wait_s = 0.0
-        self._instrument_throttle()
         self._markets_loaded = False
 
-    def _instrument_throttle(self) -> None:
-        """Replace ccxt's async throttler by a RequestSpacer on the same budget (ccxt's rateLimit and
-        per-endpoint costs), which also counts requests and the time spent waiting for the budget."""
-        spacer = RequestSpacer(ms_per_cost=float(self._ccxt.rateLimit), burst_cost=self.settings.rate_limit_burst)
-        waiting = 0
-        waiting_since = 0.0
+    @property
+    def requests(self) -> int:
+        """Requests sent to the venue (each waited for the request budget first)."""
+        return self._budget.requests
 
-        async def throttle(cost: Any = None) -> None:
-            nonlocal waiting, waiting_since
-            self.requests += 1
-            delay = spacer.reserve(1.0 if cost is None else float(cost))
-            if delay <= 0:
-                return
-            waiting += 1
-            if waiting == 1:
-                waiting_since = time.perf_counter()
-            try:
-                await asyncio.sleep(delay)
-            finally:
-                waiting -= 1
-                if waiting == 0:  # wall time during which at least one request was held back
-                    self.throttle_wait_s += time.perf_counter() - waiting_since
-
-        self._ccxt.throttle = throttle
+    @property
+    def throttle_wait_s(self) -> float:
+        """Wall time during which at least one request was held back by the request budget."""
+        return self._budget.wait_s
 
     async def __aenter__(self) -> ExchangeAdapter:
         return self

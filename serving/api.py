@@ -29,10 +29,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from serving import control
+from serving.control import TradingState
 from serving.db import session_factory
 from serving.metrics import METRICS_CONTENT_TYPE, WorkerMetrics
 from serving.models import EquitySnapshot, Order, Position
-from serving.orders import OrderStatus, TradingState
+from serving.orders import OrderStatus
 
 log = logging.getLogger(__name__)
 
@@ -297,8 +298,6 @@ class _Api:
         reason, cancel_open = body.get("reason"), body.get("cancel_open", False)
         if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_CHARS:
             return _bad_request(f"reason must be a non-empty string of at most {MAX_REASON_CHARS} characters")
-        if reason.startswith(control.CANCEL_OPEN_MARKER):
-            return _bad_request(f"reason must not start with {control.CANCEL_OPEN_MARKER!r}")
         if not isinstance(cancel_open, bool):
             return _bad_request("cancel_open must be true or false")
         if self.control_sessions is None:

@@ -1,13 +1,13 @@
 """The kill switch, persisted: RUNNING, REDUCING or HALTED, with who set it, why, and whether to cancel open orders.
 
-Every change writes the `control_state` row (through `serving.orders.set_control_state`) and a ledger entry of
-kind "control" in ONE transaction, so the switch and its audit trail never disagree. The switch lives in the
-database, not in memory: a restarted worker comes back in the state it was left in.
+Every change through `set_trading_state` writes the `control_state` row and a ledger entry of kind "control" in
+ONE transaction, so the switch and its audit trail never disagree. The switch lives in the database, not in
+memory: a restarted worker comes back in the state it was left in.
 
-`cancel_open` asks the worker to cancel its open orders when it sees the change. The `control_state` table
-has no column for it (migration 0001), so it is stored as a marker at the start of the stored reason
-(`CANCEL_OPEN_MARKER`) and decoded here; read the switch through `trading_state`, not the raw row. Once the
-worker has cancelled, `acknowledge_cancel_open` clears the request so a restart does not cancel again.
+`cancel_open` (a column of `control_state`, migration 0002) asks the worker to cancel its open orders when it
+sees the change. Once the worker has cancelled, `acknowledge_cancel_open` clears the request so a restart does
+not cancel again. `get_control_state` / `set_control_state` read and write the bare row inside the caller's
+transaction (no ledger entry).
 """
 
 from __future__ import annotations
@@ -15,52 +15,82 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from serving import ledger, orders
-from serving.models import utc_now
-from serving.orders import TRADING_KEY, TradingState
+from serving import ledger
+from serving.db import upsert
+from serving.models import ControlState, utc_now
 
 log = logging.getLogger(__name__)
 
-CANCEL_OPEN_MARKER = "[cancel-open] "
+TRADING_KEY = "trading"
 LEDGER_KIND = "control"
 MAX_BY_CHARS = 64  # control_state.updated_by is VARCHAR(64)
 
 
-@dataclass(frozen=True)
-class ControlSnapshot(orders.ControlSnapshot):
-    """The persisted switch as `serving.orders.ControlSnapshot` has it (reason without the marker),
-    plus whether cancelling the open orders was requested with it and not yet acknowledged."""
+class TradingState(StrEnum):
+    """The kill switch: RUNNING trades; REDUCING only reduces positions; HALTED sends nothing."""
 
+    RUNNING = "RUNNING"
+    REDUCING = "REDUCING"
+    HALTED = "HALTED"
+
+
+@dataclass(frozen=True)
+class ControlSnapshot:
+    """The persisted switch, and whether cancelling the open orders was requested with it and not yet acknowledged."""
+
+    key: str
+    state: TradingState
+    reason: str
+    updated_at: datetime | None
+    updated_by: str | None
     cancel_open: bool = False
 
 
-def encode_reason(reason: str, cancel_open: bool) -> str:
-    """The reason as stored: prefixed with CANCEL_OPEN_MARKER when cancelling open orders is requested."""
-    if reason.startswith(CANCEL_OPEN_MARKER):
-        raise ValueError(f"a reason must not start with {CANCEL_OPEN_MARKER!r}: pass cancel_open instead")
-    return CANCEL_OPEN_MARKER + reason if cancel_open else reason
+# ----- the row (inside the caller's transaction) ------------------------------------------------------------------
 
 
-def decode_reason(stored: str) -> tuple[str, bool]:
-    """(reason, cancel_open) from a stored reason."""
-    if stored.startswith(CANCEL_OPEN_MARKER):
-        return stored[len(CANCEL_OPEN_MARKER) :], True
-    return stored, False
-
-
-def _snapshot(raw: orders.ControlSnapshot) -> ControlSnapshot:
-    reason, cancel_open = decode_reason(raw.reason)
+def get_control_state(session: Session, key: str = TRADING_KEY) -> ControlSnapshot:
+    """The persisted switch `key`; RUNNING when it was never set."""
+    row = session.get(ControlState, key, populate_existing=True)
+    if row is None:
+        return ControlSnapshot(key=key, state=TradingState.RUNNING, reason="", updated_at=None, updated_by=None)
     return ControlSnapshot(
-        key=raw.key,
-        state=raw.state,
-        reason=reason,
-        updated_at=raw.updated_at,
-        updated_by=raw.updated_by,
-        cancel_open=cancel_open,
+        key=row.key,
+        state=TradingState(row.state),
+        reason=row.reason,
+        updated_at=row.updated_at,
+        updated_by=row.updated_by,
+        cancel_open=row.cancel_open,
     )
+
+
+def set_control_state(
+    session: Session,
+    state: TradingState | str,
+    *,
+    reason: str,
+    updated_by: str,
+    cancel_open: bool = False,
+    key: str = TRADING_KEY,
+    now: datetime | None = None,
+) -> ControlSnapshot:
+    """Persist switch `key` as `state` (flushed, not committed); the caller commits, typically with a ledger entry."""
+    values = {
+        "state": TradingState(state).value,
+        "reason": reason,
+        "cancel_open": cancel_open,
+        "updated_by": updated_by,
+        "updated_at": now or utc_now(),
+    }
+    upsert(session, ControlState, {"key": key}, values)
+    return get_control_state(session, key)
+
+
+# ----- the kill switch (with its ledger entry) --------------------------------------------------------------------
 
 
 def _write(
@@ -69,21 +99,21 @@ def _write(
     """Write the switch and its ledger entry into `session`'s transaction (flushed, not committed)."""
     if not by or len(by) > MAX_BY_CHARS:
         raise ValueError(f"'by' must be 1-{MAX_BY_CHARS} characters, got {len(by)}")
-    previous = _snapshot(orders.get_control_state(session))
-    raw = orders.set_control_state(
-        session, state, reason=encode_reason(reason, cancel_open), updated_by=by, key=TRADING_KEY, now=now
+    previous = get_control_state(session)
+    snapshot = set_control_state(
+        session, state, reason=reason, updated_by=by, cancel_open=cancel_open, key=TRADING_KEY, now=now
     )
     payload = {
         "action": action,
         "key": TRADING_KEY,
-        "state": raw.state.value,
+        "state": snapshot.state.value,
         "previous_state": previous.state.value,
         "reason": reason,
         "cancel_open": cancel_open,
         "by": by,
     }
     ledger.append(session, LEDGER_KIND, payload, int(now.timestamp() * 1000))
-    return _snapshot(raw)
+    return snapshot
 
 
 def set_trading_state(
@@ -118,7 +148,7 @@ def trading_state(session_factory: sessionmaker[Session]) -> ControlSnapshot:
 
 def read_trading_state(session: Session) -> ControlSnapshot:
     """`trading_state` inside the caller's transaction."""
-    return _snapshot(orders.get_control_state(session))
+    return get_control_state(session)
 
 
 def acknowledge_cancel_open(
@@ -131,7 +161,7 @@ def acknowledge_cancel_open(
     """
     stamp = now or utc_now()
     with session_factory.begin() as session:
-        current = _snapshot(orders.get_control_state(session))
+        current = get_control_state(session)
         if not current.cancel_open or current.updated_at != seen.updated_at:
             return False
         _write(

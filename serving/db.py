@@ -1,4 +1,4 @@
-"""Engines, sessions and migrations for the serving worker's database (SQLite locally, PostgreSQL in production).
+"""Engines, sessions, migrations and the portable upsert of the serving worker's database (SQLite or PostgreSQL).
 
 SQLite is set up for one writing worker that must not lose a committed row: WAL (readers never block the
 writer), `synchronous=NORMAL` (durable at each WAL checkpoint, safe against process crashes), foreign keys on,
@@ -24,6 +24,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -159,3 +160,16 @@ def checkpoint(sessions: sessionmaker[Session]) -> None:
         cursor.close()
     finally:
         raw.close()
+
+
+def upsert(session: Session, model: type[Any], key: dict[str, Any], values: dict[str, Any]) -> None:
+    """INSERT ... ON CONFLICT (key) DO UPDATE, atomic on both backends (no select-then-insert race)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        pg_statement = postgresql.insert(model).values(**key, **values)
+        session.execute(pg_statement.on_conflict_do_update(index_elements=list(key), set_=values))
+    elif dialect == "sqlite":
+        lite_statement = sqlite.insert(model).values(**key, **values)
+        session.execute(lite_statement.on_conflict_do_update(index_elements=list(key), set_=values))
+    else:
+        raise NotImplementedError(f"upsert on {dialect}")

@@ -1,8 +1,9 @@
 """The serving worker's tables, as SQLAlchemy 2.0 typed models.
 
 Times the exchange gives (candles, trades) are epoch milliseconds in BIGINT columns, exactly as received;
-times this process stamps (created, updated) are timezone-aware UTC datetimes. Migration 0001 creates the
-same schema explicitly; a test compares the two, so a change here needs a new migration.
+times this process stamps (created, updated) are timezone-aware UTC datetimes. The migrations
+(`serving/migrations/versions`) create the same schema explicitly; a test compares the two, so a change here needs
+a new migration.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -22,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -176,6 +179,8 @@ class ControlState(Base):
     reason: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now, onupdate=utc_now)
     updated_by: Mapped[str] = mapped_column(String(64))
+    # cancel the open orders when the worker sees this state (cleared once it has); migration 0002
+    cancel_open: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class LedgerEntry(Base):

@@ -1,6 +1,8 @@
-"""The paper broker: the backtest's execution model, run live. An order decided at a candle's close
-waits (ACKNOWLEDGED) for the next candle, fills at its open with the same sizing, slippage and fee
-functions as both backtest engines, and is booked like an exchange fill (order row, fill row, ledger).
+"""The paper broker: the backtest's execution model run live, each order filling at the next candle's open.
+
+An order decided at a candle's close waits (ACKNOWLEDGED) for the next candle, fills at its open with the same
+sizing, slippage and fee functions as both backtest engines, and is booked like an exchange fill (order row, fill
+row, ledger).
 
 Every market has its own paper account starting with `initial_cash` of quote currency; cash is
 replayed from the fills in order, the same arithmetic as the backtest, so replaying the same candles
@@ -17,11 +19,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from cta.execution import Execution, fill_fee, fill_price, liquidation_equity, order_units
 from cta.lake import Market
 from serving import ledger
+from serving.client_ids import client_order_id
 from serving.models import Decision, Fill, Order
-from serving.orders import (
-    OrderStatus,
+from serving.orders import OrderStatus
+from serving.repository import (
     apply_exchange_update,
-    client_order_id,
     get_position,
     open_orders,
     record_fill,
@@ -34,7 +36,10 @@ log = logging.getLogger(__name__)
 
 
 class PaperBroker:
+    """Implements `serving.types.Broker` on the worker's own database, filling at the next candle's open."""
+
     name = "paper"
+    sizes_at_fill = True  # each order is sized at the next open from its decision's target, as the backtest does
 
     def __init__(
         self, sessions: sessionmaker[Session], execution: Execution, prefix: str, now_ms: Callable[[], int]
@@ -83,6 +88,10 @@ class PaperBroker:
             apply_exchange_update(session, order, status=OrderStatus.ACKNOWLEDGED, exchange_order_id=f"paper-{cid}")
             session.commit()
             return OrderOutcome(cid, OrderStatus.ACKNOWLEDGED, exchange_order_id=order.exchange_order_id)
+
+    def on_candle_open(self, market: Market, candle_ts: int, open_price: float) -> None:
+        """The paper venue's fill: the orders waiting for this candle fill at its open (`fill_pending`)."""
+        self.fill_pending(market, candle_ts, open_price)
 
     def fill_pending(self, market: Market, candle_ts: int, open_price: float) -> list[OrderOutcome]:
         """Fill the market's acknowledged orders at this candle's open (sized from their decision's

@@ -1,7 +1,8 @@
-"""The serving worker over candles held in memory, on a clock the caller moves: the replay parity test and
-the serving benchmark feed candles through it bar by bar. Everything else is what `cta serve` runs (the
-Worker, the paper broker, the Feast online store, the registry's champion); only the candle source and the
-clock differ."""
+"""The serving worker over candles held in memory, on a clock the caller moves (replay parity, benchmarks).
+
+The replay parity test and the serving benchmark feed candles through it bar by bar. Everything else is what
+`cta serve` runs (the Worker, the paper broker, the Feast online store, the registry's champion); only the candle
+source and the clock differ."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cta.config import RiskSettings
-from serving.orders import TradingState
+from serving.control import TradingState
 from serving.types import OrderRequest
 
 OrderKind = Literal["entry", "exit", "reduce"]

@@ -1,9 +1,11 @@
-"""What the serving worker, its brokers, its risk checks and its API exchange: plain typed values."""
+"""What the serving worker, its brokers, its risk checks and its API exchange: typed values, the Broker protocol."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from enum import StrEnum
+from typing import Literal, Protocol, TypeAlias
 
 from cta.lake import Market
 from serving.orders import OrderStatus
@@ -76,12 +78,38 @@ class ReconcileReport:
         self.unresolved_orders.extend(other.unresolved_orders)
 
 
+class CrashPoint(StrEnum):
+    """The points of an order's path where a broker calls its `OrderCheckpoint`."""
+
+    BEFORE_SEND = "before_send"  # the intent is committed, nothing sent
+    AFTER_SEND = "after_send"  # the request went out (its call returned or raised), nothing recorded
+    AFTER_ACK = "after_ack"  # ACKNOWLEDGED is committed, no fill
+    DURING_FILL = "during_fill"  # a fill is committed, the final status not
+
+
+# Called by a broker at each CrashPoint of an order: with the order's request, or None when the broker is recording
+# an answer about something else (a cancellation). The default does nothing; crash drills install one that kills the
+# process there.
+OrderCheckpoint: TypeAlias = Callable[[CrashPoint, OrderRequest | None], None]
+
+
+def no_checkpoint(point: CrashPoint, request: OrderRequest | None) -> None:
+    """The default `OrderCheckpoint`: nothing happens at any point."""
+
+
 class Broker(Protocol):
     """Places orders with write-ahead intents. Every implementation commits the intent row
     (PENDING_SUBMIT, deterministic client order id) before any request leaves the process and never
     blindly resubmits: an ambiguous outcome is resolved by lookup."""
 
     name: str
+
+    @property
+    def sizes_at_fill(self) -> bool:
+        """Whether the broker sizes each order itself at its fill price, from `OrderRequest.target` (the paper
+        venue, at the next candle's open); False when it sends `OrderRequest.amount` (sized from the reference
+        price, so the worker keeps a cash buffer for the price moving before the fill)."""
+        ...
 
     async def start(self) -> ReconcileReport:
         """Reconcile with the venue before any new order."""
@@ -92,5 +120,14 @@ class Broker(Protocol):
     async def reconcile(self) -> ReconcileReport: ...
 
     async def holdings(self, market: Market) -> Holdings: ...
+
+    def on_candle_open(self, market: Market, candle_ts: int, open_price: float) -> None:
+        """A candle of `market` opened at `open_price` (the worker calls this before deciding on it): a venue that
+        fills at the next open (paper) fills the orders waiting for it; a real venue has nothing to do."""
+        ...
+
+    async def cancel_open_orders(self) -> list[str]:
+        """Cancel every open order of this broker (the kill switch's cancel_open); the client order ids cancelled."""
+        ...
 
     async def close(self) -> None: ...

@@ -1,23 +1,23 @@
-"""The serving worker: for each configured market, on each newly CLOSED candle:
-fetch (ccxt) -> validate -> features (the one feature function) -> push to the online store -> read
-back through Feast -> champion.predict -> decide() -> risk checks -> broker.
+"""The serving worker's loop: every configured market's newly closed candles, from the fetch to the broker.
 
-Every decision is recorded (model version, feature hash, inputs) before any order; the broker records
-each order's intent before sending it. The clock is injected: the market clock of the venue, or the
-replay clock of the local exchange in the demo and tests.
+For each configured market, on each newly CLOSED candle: fetch (ccxt) -> validate -> features (the one feature
+function) -> push to the online store -> read back through Feast -> champion.predict -> decide() -> risk checks ->
+broker.
+
+Every decision is recorded (model version, feature hash, inputs) before any order (`serving.decisions`); the
+broker records each order's intent before sending it; the target follows what the orders achieved
+(`serving.target`). The clock is injected: the market clock of the venue, or the replay clock of the local
+exchange in the demo and tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
-import json
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,89 +28,25 @@ from sqlalchemy.orm import Session, sessionmaker
 from cta.config import Settings
 from cta.decide import decide
 from cta.errors import CTAError
-from cta.execution import Execution, liquidation_equity, order_units, warm_execution_rules
+from cta.execution import Execution, warm_execution_rules
 from cta.lake import Market
 from cta.timeframes import timeframe_ms
 from cta.validation import candle_problem
 from features.compute import compute_features, compute_newest, history_needed
 from features.registry import feature_names
 from serving import ledger
-from serving.control import (
-    ControlSnapshot,
-    acknowledge_cancel_open,
-    read_trading_state,
-    set_trading_state,
-    trading_state,
-)
+from serving.control import acknowledge_cancel_open, trading_state
 from serving.db import checkpoint
-from serving.models import Decision, EquitySnapshot, Order
+from serving.decisions import DecisionRecord, place_order, record_decision, snapshot_equity
+from serving.market_state import MarketState
+from serving.models import Decision
 from serving.models_manager import ModelManager
-from serving.orders import OrderStatus, TradingState, get_order, never_executed
-from serving.paper import PaperBroker
-from serving.reconcile import UNRESOLVABLE
-from serving.risk import RiskState, check_order, should_halt
-from serving.types import Broker, OrderRequest
+from serving.target import ORDER_UNDER_WAY, follow_order, restore_interrupted_order, settle_in_flight, update_reason
+from serving.types import Broker
 
 log = logging.getLogger(__name__)
 
 CANDLE_COLUMNS = ["ts", "open", "high", "low", "close", "volume"]
-
-
-@dataclass
-class MarketState:
-    """What the worker keeps per market between candles."""
-
-    market: Market
-    bar_ms: int
-    candles: deque[list[Any]]  # the last candles, enough for every feature
-    features: deque[np.ndarray]  # the last feature rows (model context), in `Worker.columns` order
-    target: float = 0.0  # the position decided last whose order executed or may still (fraction of equity)
-    # an order whose fate the broker could not tell yet: (client order id, the target before it); if it turns out
-    # never to have executed, `target` goes back
-    in_flight: tuple[str, float] | None = None
-    model_position: float | None = None  # the model's last prediction (a stateful model continues from it)
-    last_ts: int | None = None  # open time of the newest candle processed
-    bars: int = 0  # candles processed since start
-    peak_equity: float = 0.0
-    day_open_equity: float = 0.0
-    day: int = -1
-    decisions: int = 0  # decisions and orders made since start
-    orders: int = 0
-    skipped: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class DecisionRecord:
-    market: str
-    candle_ts: int
-    prediction: float | None
-    target: float
-    delta: float
-    order: str | None  # client order id of the order sent, if any
-    reason: str
-    latency_s: float  # closed candle in hand -> order sent (or decision recorded when there is no order)
-    venue_s: float = 0.0  # before that: the paper venue filling the previous order at this candle's open
-    answer_s: float = 0.0  # after it: order sent -> the venue's answer recorded (0 when the broker records as it sends)
-
-
-# A decision's reason until its order's outcome is written: still this after a restart means the worker stopped in
-# the middle of the order (`Worker.start` then finds out what became of it).
-ORDER_UNDER_WAY = "order"
-# An order for less than this (quote currency) is not sent: the holdings already are the target.
-DUST_NOTIONAL = 1e-6
-
-
-@dataclass(frozen=True)
-class OrderResult:
-    """What `Worker._order` did: the order sent (or None: blocked, or nothing to trade), why, and its fate."""
-
-    order_id: str | None
-    reason: str
-    sent_at: float | None = None  # when the request left for a networked venue
-    status: OrderStatus | None = None
-    filled: float = 0.0
-    at_target: bool = False  # nothing to trade: the holdings already are the target
-
 
 KEEP_DECISIONS = 10_000  # recent decisions kept in memory (tests, benchmarks); the database holds them all
 
@@ -245,13 +181,12 @@ class Worker:
             self.metrics.state(control.state)
         if not control.cancel_open:
             return
-        cancel = getattr(self.broker, "cancel_open_orders", None)
-        cancelled = await cancel() if cancel is not None else []
+        cancelled = await self.broker.cancel_open_orders()
         log.warning("kill switch %s: cancelled %d open order(s)", control.state, len(cancelled))
         acknowledge_cancel_open(self.sessions, control, "worker")
 
     async def on_candle(self, state: MarketState, row: list[Any], now: int) -> DecisionRecord | None:
-        """One closed candle: validate, fill paper orders at its open, features, decide, order.
+        """One closed candle: validate, the broker's candle open (the paper venue fills there), features, decide, order.
 
         Decision latency starts once the paper venue has filled the previous order at this candle's open:
         that is the simulated exchange's work (a real venue fills a market order when it arrives, a bar
@@ -268,8 +203,7 @@ class Worker:
                 state.last_ts = max(state.last_ts or 0, int(row[0])) if isinstance(row[0], int) else state.last_ts
             return None
         ts, open_price, close = int(row[0]), float(row[1]), float(row[4])
-        if isinstance(self.broker, PaperBroker):
-            self.broker.fill_pending(market, ts, open_price)
+        self.broker.on_candle_open(market, ts, open_price)
         seen = time.perf_counter()
         state.candles.append([ts, open_price, float(row[2]), float(row[3]), close, float(row[5])])
         state.last_ts = ts
@@ -278,7 +212,9 @@ class Worker:
         record = await self._decide(
             state, ts=ts, close=close, inputs=inputs, now=now, seen=seen, venue_s=seen - started
         )
-        await self._snapshot(state, ts, close)
+        await snapshot_equity(
+            self.broker, self.sessions, self.settings, state, ts=ts, close=close, metrics=self.metrics
+        )
         checkpoint(self.sessions)  # the write-ahead log, after the decision (see serving.db)
         return record
 
@@ -332,7 +268,8 @@ class Worker:
         intent = decide(prediction if prediction is not None else float("nan"), state.target, self.settings.limits)
         order_id: str | None = None
         answer_s = 0.0
-        decision_id, control = self._record_decision(
+        decision_id, control = record_decision(
+            self.sessions,
             state,
             ts=ts,
             model=model,
@@ -344,7 +281,10 @@ class Worker:
         )
         latency = time.perf_counter() - seen
         if intent.is_order:
-            result = await self._order(
+            result = await place_order(
+                self.broker,
+                self.settings,
+                self.execution,
                 state,
                 ts=ts,
                 close=close,
@@ -354,6 +294,7 @@ class Worker:
                 model=model,
                 now=now,
                 control=control,
+                metrics=self.metrics,
             )
             latency = time.perf_counter() - seen  # the order is sent (or blocked by risk)
             if result.sent_at is not None:  # a venue that answers over the network: sent when the request left
@@ -370,161 +311,6 @@ class Worker:
         state.decisions += 1
         state.orders += order_id is not None
         return record
-
-    async def _order(
-        self,
-        state: MarketState,
-        *,
-        ts: int,
-        close: float,
-        target: float,
-        delta: float,
-        decision_id: int,
-        model: Any,
-        now: int,
-        control: ControlSnapshot,
-    ) -> OrderResult:
-        """Risk-check and send the order. `control` is the kill switch as read in the decision's transaction,
-        just before."""
-        holdings = await self.broker.holdings(state.market)
-        execution = self.execution
-        equity = holdings.cash + holdings.units * close
-        buffer = 0.0 if isinstance(self.broker, PaperBroker) else self.settings.serving.cash_buffer
-        wanted = order_units(
-            target * execution.position_fraction * (1.0 - buffer),
-            liquidation_equity(holdings.cash, holdings.units, close, execution.slippage, execution.fee_rate),
-            close,
-            execution.slippage,
-            execution.fee_rate,
-        )
-        amount = wanted - holdings.units
-        if abs(amount) * close < DUST_NOTIONAL:  # e.g. a sell wanted after an entry that never executed
-            return OrderResult(None, "nothing to trade: the holdings already are the target", at_target=True)
-        request = OrderRequest(
-            market=state.market,
-            side="buy" if delta > 0 else "sell",
-            amount=abs(amount),
-            target=target,
-            candle_ts=ts,
-            reference_price=close,
-            decision_id=decision_id,
-        )
-        risk_state = RiskState(
-            trading_state=TradingState(control.state),
-            equity=equity,
-            day_open_equity=state.day_open_equity or equity,
-            peak_equity=max(state.peak_equity, equity),
-            position_units=holdings.units,
-            price=close,
-            candle_age_ms=max(0, now - (ts + state.bar_ms)),
-            features_age_ms=max(0, now - (ts + state.bar_ms)),
-            bar_ms=state.bar_ms,
-            model_age_days=model.age_days(time.time() * 1000) if model is not None else None,
-            max_model_age_days=self.settings.serving.max_model_age_days,
-        )
-        verdict = check_order(request, risk_state, self.settings.serving.risk)
-        if not verdict.allowed:
-            log.warning("%s: order blocked by risk: %s", state.market, "; ".join(verdict.reasons))
-            return OrderResult(None, "blocked: " + "; ".join(verdict.reasons))
-        outcome = await self.broker.submit(request)
-        if self.metrics:
-            self.metrics.order(str(state.market), outcome.status.value)
-        return OrderResult(
-            outcome.client_order_id,
-            f"order {outcome.client_order_id} {outcome.status.value}",
-            outcome.sent_at,
-            outcome.status,
-            outcome.filled,
-        )
-
-    def _record_decision(
-        self,
-        state: MarketState,
-        *,
-        ts: int,
-        model: Any,
-        inputs: dict[str, float] | None,
-        prediction: float | None,
-        target: float,
-        delta: float,
-        reason: str,
-    ) -> tuple[int, ControlSnapshot]:
-        """Commit the decision and its ledger entry (before any order); returns its id and the kill switch,
-        read in the same transaction."""
-        payload = json.dumps(inputs or {}, sort_keys=True)
-        with self.sessions() as session:
-            decision = Decision(
-                market=str(state.market),
-                candle_ts=ts,
-                model_name=model.name if model else "",
-                model_version=model.version if model else "",
-                feature_hash=hashlib.sha256(payload.encode()).hexdigest()[:16],
-                inputs=payload,
-                prediction=prediction if prediction is None or np.isfinite(prediction) else None,
-                target=target,
-                delta=delta,
-                reason=reason or (ORDER_UNDER_WAY if delta else "hold"),
-            )
-            session.add(decision)
-            session.flush()
-            ledger.append(
-                session,
-                "decision",
-                {
-                    "decision_id": decision.id,
-                    "market": decision.market,
-                    "candle_ts": ts,
-                    "model": f"{decision.model_name}@{decision.model_version}",
-                    "feature_hash": decision.feature_hash,
-                    "prediction": decision.prediction,
-                    "target": target,
-                    "delta": delta,
-                },
-                ts + state.bar_ms,
-            )
-            control = read_trading_state(session)
-            session.commit()
-            return int(decision.id), control
-
-    async def _snapshot(self, state: MarketState, ts: int, close: float) -> None:
-        holdings = await self.broker.holdings(state.market)
-        equity = holdings.cash + holdings.units * close
-        day = ts // 86_400_000
-        if day != state.day:
-            state.day, state.day_open_equity = day, equity
-        state.peak_equity = max(state.peak_equity, equity)
-        with self.sessions() as session:
-            session.add(
-                EquitySnapshot(
-                    ts=ts + state.bar_ms,
-                    market=str(state.market),
-                    cash=holdings.cash,
-                    position_value=holdings.units * close,
-                    equity=equity,
-                )
-            )
-            session.commit()
-        if self.metrics:
-            self.metrics.equity(str(state.market), equity)
-        halt = should_halt(
-            RiskState(
-                trading_state=TradingState(trading_state(self.sessions).state),
-                equity=equity,
-                day_open_equity=state.day_open_equity,
-                peak_equity=state.peak_equity,
-                position_units=holdings.units,
-                price=close,
-                candle_age_ms=0,
-                features_age_ms=0,
-                bar_ms=state.bar_ms,
-                model_age_days=0.0,
-                max_model_age_days=self.settings.serving.max_model_age_days,
-            ),
-            self.settings.serving.risk,
-        )
-        if halt:
-            set_trading_state(self.sessions, TradingState.HALTED, halt, "risk")
-            log.error("%s: trading HALTED: %s", state.market, halt)
 
     def record_model_swap(self, market: str, previous: str | None, loaded: Any) -> None:
         """A ledger entry each time the worker starts trading with another champion version."""
@@ -553,64 +339,3 @@ def _frame(candles: deque[list[Any]] | list[list[Any]]) -> pd.DataFrame:
 def _last_closed_open(now_ms: int, bar_ms: int) -> int:
     """Open time of the newest candle that has closed at `now_ms`."""
     return (now_ms // bar_ms) * bar_ms - bar_ms
-
-
-# --- an order's fate and the target -------------------------------------------------------------------
-def follow_order(state: MarketState, target: float, result: OrderResult) -> None:
-    """The target moves with an order that executed or may still execute, and when there was nothing to trade;
-    it stays where it was when the order was blocked or never executed (rejected, cancelled unfilled), so the
-    next decision tries again if the model still wants it."""
-    if result.at_target:
-        state.target = target
-    elif result.order_id is not None and result.status is not None:
-        if never_executed(result.status, result.filled):
-            return
-        if result.status in UNRESOLVABLE:
-            state.in_flight = (result.order_id, state.target)
-        state.target = target
-
-
-def restore_interrupted_order(sessions: sessionmaker[Session], state: MarketState, decision: Decision) -> None:
-    """The last run stopped between `decision` and its order's outcome (a crash): the target is what the order
-    achieved, found after the start-up reconciliation. No order row: it never got as far as its intent. A row
-    the exchange never executed: the target before it. A row still in flight: followed until it is settled."""
-    before = decision.target - decision.delta
-    with sessions() as session:
-        order = session.scalar(select(Order).where(Order.decision_id == decision.id).limit(1))
-        fate = None if order is None else (order.client_order_id, OrderStatus(order.status), order.filled)
-    if fate is None:
-        state.target, reason = before, "order not sent: the worker stopped before its intent"
-    elif never_executed(fate[1], fate[2]):
-        state.target, reason = before, f"order {fate[0]} {fate[1].value} (found at restart)"
-    else:
-        reason = f"order {fate[0]} {fate[1].value} (found at restart)"
-        if fate[1] in UNRESOLVABLE:
-            state.in_flight = (fate[0], before)
-    log.warning("%s: the last run stopped during an order: %s; target %.2f", state.market, reason, state.target)
-    update_reason(sessions, decision.id, reason, state.target)
-
-
-def settle_in_flight(sessions: sessionmaker[Session], state: MarketState) -> None:
-    """Once the broker (or reconciliation) has settled an order that was in flight: if it never executed,
-    the target goes back to what it was before it."""
-    if state.in_flight is None:
-        return
-    cid, before = state.in_flight
-    with sessions() as session:
-        order = get_order(session, cid)
-        fate = None if order is None else (OrderStatus(order.status), order.filled)
-    if fate is not None and fate[0] in UNRESOLVABLE:
-        return
-    state.in_flight = None
-    if fate is None or never_executed(*fate):
-        log.warning("%s: order %s never executed: target back to %.2f", state.market, cid, before)
-        state.target = before
-
-
-def update_reason(sessions: sessionmaker[Session], decision_id: int, reason: str, target: float) -> None:
-    """Write a decision's final reason and target (once its order's fate is known)."""
-    with sessions() as session:
-        decision = session.get(Decision, decision_id)
-        if decision is not None:
-            decision.reason, decision.target = reason, target
-            session.commit()

@@ -43,7 +43,8 @@ def standardisation(features: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np
 
 
 def standardise(features: np.ndarray, mean: np.ndarray, std: np.ndarray, clip: float = CLIP) -> np.ndarray:
-    return np.clip((np.asarray(features, dtype="float64") - mean) / std, -clip, clip).astype("float32")
+    scaled: np.ndarray = np.clip((np.asarray(features, dtype="float64") - mean) / std, -clip, clip)
+    return scaled.astype("float32")
 
 
 def env_config(
@@ -69,7 +70,7 @@ def env_config(
     }
 
 
-class TradingEnv(gym.Env):  # type: ignore[misc]
+class TradingEnv(gym.Env[np.ndarray, int]):
     """See the module docstring. Keys of `config`: features (rows x features, raw), next_return, mean,
     std, window, costs (a CostModel), episode_length (None: the whole dataset), clip."""
 
@@ -100,7 +101,9 @@ class TradingEnv(gym.Env):  # type: ignore[misc]
         window = self.features[row - self.window + 1 : row + 1].ravel()
         return np.concatenate([window, np.array([position], dtype=np.float32)])
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         first, rows = self.window - 1, len(self.features)
         if self.episode_length is None:
@@ -111,7 +114,7 @@ class TradingEnv(gym.Env):  # type: ignore[misc]
         self._row, self._end, self._position = start, end, 0.0
         return self.observation(start, 0.0), {"row": start}
 
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         row, previous = self._row, self._position
         position = POSITIONS[int(action)]
         reward = float(self.costs.net_returns(np.array([position]), self.next_return[row : row + 1], previous)[0])

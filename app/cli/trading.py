@@ -46,8 +46,7 @@ def kill_switch(
     cancel_open: Annotated[bool, typer.Option("--cancel-open", help="With halt: also cancel open orders.")] = False,
 ) -> None:
     """Set the persisted trading state; a running worker obeys it at its next candle, a restarted one too."""
-    from serving.control import set_trading_state
-    from serving.orders import TradingState
+    from serving.control import TradingState, set_trading_state
 
     states = {"halt": TradingState.HALTED, "reduce": TradingState.REDUCING, "resume": TradingState.RUNNING}
     if state not in states:

@@ -204,7 +204,7 @@ def test_warm_execution_rules_compiles_what_the_serving_worker_calls() -> None:
     """`Worker.start()` warms the numba execution rules so that its first order does not load them (0.25-0.8 s);
     in a fresh process, nothing is compiled before and everything the worker and paper broker call is after."""
     script = (
-        "from backtests import engine as e\n"
+        "from cta import execution as e\n"
         "rules = [e.order_units, e.liquidation_equity, e.fill_price, e.fill_fee]\n"
         "assert not any(r.signatures for r in rules)\n"
         "e.warm_execution_rules()\n"

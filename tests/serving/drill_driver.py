@@ -1,9 +1,10 @@
 """Crash-drill driver: one worker process placing N orders through CcxtBroker, resuming from the database.
 
-    python tests/serving/drill_driver.py --db sqlite:///drill.db --url http://127.0.0.1:PORT --orders N
+    python -m tests.serving.drill_driver --db sqlite:///drill.db --url http://127.0.0.1:PORT --orders N \
+        [--crash-at POINT [--crash-on K]]
 
-Environment: CTA_DRILL_CRASH_AT=<point> makes the broker SIGKILL the process at that point (see
-`serving.ccxt_broker`), only for order CTA_DRILL_CRASH_ON=k when that is set.
+`--crash-at <point>` installs the drill checkpoint (`tests.serving.drill_hook`) in the broker: the process SIGKILLs
+itself at that crash point (see `serving.types.CrashPoint`), only for order K when `--crash-on K` is given.
 
 Order k (0-based) is the k-th intended order: DRILL_MARKET at candle DRILL_T0 + k hours, a buy when k is even and a
 sell when odd, of `--amount` base units; its client order id is deterministic in (candle, seq). On start the driver
@@ -22,7 +23,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,25 +35,20 @@ from cta.config import ExchangeSettings, Secrets
 from cta.exchange import ExchangeAdapter, RetryPolicy
 from cta.lake import Market
 from serving import ledger
-from serving.ccxt_broker import DRILL_CRASH_ENV, CcxtBroker
+from serving.ccxt_broker import CcxtBroker
+from serving.client_ids import is_ours, parse_client_order_id
 from serving.db import make_engine, session_factory, upgrade
+from serving.exchange_reports import from_ccxt_status
 from serving.models import Order
-from serving.orders import (
-    OrderStatus,
-    fills_for,
-    from_ccxt_status,
-    get_position,
-    is_terminal,
-    open_orders,
-    orders_by_prefix,
-)
-from serving.reconcile import POSITION_TOLERANCE, is_ours, parse_client_order_id
-from serving.types import OrderRequest, ReconcileReport
+from serving.orders import OrderStatus, is_terminal
+from serving.positions import POSITION_TOLERANCE
+from serving.repository import fills_for, get_position, open_orders, orders_by_prefix
+from serving.types import CrashPoint, OrderCheckpoint, OrderRequest, ReconcileReport, no_checkpoint
+from tests.serving.drill_hook import sigkill_at
 
 DRILL_MARKET = Market("binance", "BTC/USDT", "1h")
 DRILL_T0 = 1_654_041_600_000
 HOUR_MS = 3_600_000
-CRASH_ON_ENV = "CTA_DRILL_CRASH_ON"
 MAX_ATTEMPTS = 3
 FAST_RETRY = RetryPolicy(max_retries=6, backoff_base_s=0.02, backoff_max_s=0.2)
 
@@ -70,8 +66,7 @@ def build_broker(
     clock_margin_ms: int = 250,
     unknown_grace_ms: int | None = None,
     retry: RetryPolicy = FAST_RETRY,
-    environ: Mapping[str, str] | None = None,
-    drill_crash_when: Callable[[OrderRequest], bool] | None = None,
+    checkpoint: OrderCheckpoint = no_checkpoint,
 ) -> CcxtBroker:
     """A CcxtBroker on the exchange at `url` through the real adapter, with windows short enough for tests."""
     venue = ExchangeAdapter(
@@ -88,8 +83,7 @@ def build_broker(
         recv_window_ms=recv_window_ms,
         clock_margin_ms=clock_margin_ms,
         unknown_grace_ms=unknown_grace_ms,
-        environ=environ,
-        drill_crash_when=drill_crash_when,
+        checkpoint=checkpoint,
     )
 
 
@@ -224,14 +218,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     engine = make_engine(args.db)
     upgrade(engine)
     sessions = session_factory(engine)
-    crash_on = int(os.environ.get(CRASH_ON_ENV, "-1"))
+    crash_on: int = args.crash_on
+    checkpoint: OrderCheckpoint = no_checkpoint
+    if args.crash_at is not None:
+        checkpoint = sigkill_at(
+            CrashPoint(args.crash_at),
+            lambda request: crash_on < 0 or request.candle_ts == order_candle_ts(crash_on),
+        )
     broker = build_broker(
         args.url,
         sessions,
         args.prefix,
         recv_window_ms=args.recv_window_ms,
         clock_margin_ms=args.clock_margin_ms,
-        drill_crash_when=lambda request: crash_on < 0 or request.candle_ts == order_candle_ts(crash_on),
+        checkpoint=checkpoint,
     )
     sent = 0
     try:
@@ -265,6 +265,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--amount", type=float, default=0.001)
     parser.add_argument("--recv-window-ms", type=int, default=500)
     parser.add_argument("--clock-margin-ms", type=int, default=250)
+    parser.add_argument("--crash-at", choices=[p.value for p in CrashPoint], help="SIGKILL at this crash point")
+    parser.add_argument("--crash-on", type=int, default=-1, help="only for this order index (default: every order)")
     return parser.parse_args(argv)
 
 
@@ -275,13 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def main_in_child(argv: Sequence[str], environ: Mapping[str, str], output_path: str) -> None:
+def main_in_child(argv: Sequence[str], output_path: str) -> None:
     """`main` in a process forked from a server that has already imported this module (multiprocessing's
-    forkserver): the same fresh process per run as `python drill_driver.py`, without paying the imports each time.
-    `environ` replaces the crash variables; stdout and stderr go to `output_path`."""
-    for name in (DRILL_CRASH_ENV, CRASH_ON_ENV):
-        os.environ.pop(name, None)
-    os.environ.update(environ)
+    forkserver): the same fresh process per run as `python -m tests.serving.drill_driver`, without paying the
+    imports each time. stdout and stderr go to `output_path`."""
     descriptor = os.open(output_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(descriptor, 1)
     os.dup2(descriptor, 2)

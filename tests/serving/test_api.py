@@ -18,18 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from serving.api import NO_TOKEN_MESSAGE, ApiServer, build_app
-from serving.control import set_trading_state, trading_state
+from serving.client_ids import client_order_id
+from serving.control import TradingState, set_trading_state, trading_state
 from serving.ledger import verify
 from serving.metrics import WorkerMetrics
 from serving.models import EquitySnapshot, LedgerEntry
-from serving.orders import (
-    OrderStatus,
-    TradingState,
-    apply_exchange_update,
-    client_order_id,
-    record_intent,
-    upsert_position,
-)
+from serving.orders import OrderStatus
+from serving.repository import apply_exchange_update, record_intent, upsert_position
 from tests.serving.conftest import Database
 
 pytestmark = pytest.mark.integration
@@ -278,7 +273,6 @@ def test_kill_switch_is_persisted_even_when_the_worker_callback_fails(
         ({"state": "HALTED", "reason": "   "}, "reason must be a non-empty string"),
         ({"state": "HALTED", "reason": "x" * 1001}, "at most 1000 characters"),
         ({"state": "HALTED", "reason": "x", "cancel_open": "yes"}, "cancel_open must be true or false"),
-        ({"state": "HALTED", "reason": "[cancel-open] x"}, "must not start with"),
         (["HALTED"], "body must be a JSON object"),
         ("not json", "body must be JSON"),
     ],

@@ -18,10 +18,12 @@ from cta.exchange_server import LocalExchangeServer
 from cta.exchange_server.settings import FaultSettings
 from cta.lake import Market
 from serving import ledger
-from serving.ccxt_broker import CcxtBroker, CrashPoint, drill_crash_point, is_definite_rejection
+from serving.ccxt_broker import CcxtBroker
+from serving.exchange_reports import is_definite_rejection
 from serving.models import LedgerEntry, Order
-from serving.orders import OrderConflict, OrderStatus, fills_for, get_order, get_position
-from serving.types import Holdings, OrderOutcome, OrderRequest
+from serving.orders import OrderStatus
+from serving.repository import OrderConflict, fills_for, get_order, get_position
+from serving.types import CrashPoint, Holdings, OrderOutcome, OrderRequest
 from tests.exchange_fixtures import EXCHANGE_START_MS, running_exchange, sync_client
 from tests.serving.drill_driver import DRILL_MARKET, build_broker, compare_books, order_request, settle
 
@@ -38,11 +40,11 @@ def with_broker(
     scenario: Callable[[CcxtBroker], Awaitable[T]],
     **options: Any,
 ) -> T:
-    """Run `scenario` on a started broker (drill hook off whatever the environment says)."""
+    """Run `scenario` on a started broker (the default checkpoint unless `options` pass one)."""
 
     async def run() -> T:
         windows = {"recv_window_ms": RECV_WINDOW_MS, "clock_margin_ms": MARGIN_MS}
-        broker = build_broker(server.url, sessions, PREFIX, environ={}, **(windows | options))
+        broker = build_broker(server.url, sessions, PREFIX, **(windows | options))
         try:
             await broker.start()
             return await scenario(broker)
@@ -114,14 +116,6 @@ def test_only_an_answer_that_refuses_the_order_is_a_definite_rejection(error: Ex
     assert is_definite_rejection(error) is definite
 
 
-def test_drill_crash_point_is_read_from_the_environment() -> None:
-    assert drill_crash_point({}) is None
-    assert drill_crash_point({"CTA_DRILL_CRASH_AT": ""}) is None
-    assert drill_crash_point({"CTA_DRILL_CRASH_AT": "during_fill"}) is CrashPoint.DURING_FILL
-    with pytest.raises(ValueError, match="before_send"):
-        drill_crash_point({"CTA_DRILL_CRASH_AT": "whenever"})
-
-
 def test_broker_refuses_two_markets_on_one_base_asset(worker_db: sessionmaker[Session]) -> None:
     four_hours = Market("binance", "BTC/USDT", "4h")
     with pytest.raises(ValueError, match="base asset"):
@@ -163,6 +157,26 @@ def test_submit_fills_records_fills_position_and_ledger(
         assert ledger.verify(session).ok
     assert ledger_events(worker_db, first.client_order_id) == ["intent", "exchange_state", "exchange_state"]
     assert compare_books(worker_db, PREFIX, orders, trades, btc).problems == []
+
+
+def test_the_checkpoint_is_called_at_each_crash_point_of_an_order_and_nothing_reads_the_environment(
+    exchange_server: LocalExchangeServer, worker_db: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crash drills' hook: called with the order at before_send, after_send, after_ack and during_fill, in that
+    order, and only there. The old drill variable does nothing any more (the product never kills itself)."""
+    monkeypatch.setenv("CTA_DRILL_CRASH_AT", "before_send")
+    calls: list[tuple[CrashPoint, OrderRequest | None]] = []
+    request = buy(0.01)
+
+    outcome = submit_one(exchange_server, worker_db, request, checkpoint=lambda *call: calls.append(call))
+    assert outcome.status is OrderStatus.FILLED
+    assert [point for point, _ in calls] == [
+        CrashPoint.BEFORE_SEND,
+        CrashPoint.AFTER_SEND,
+        CrashPoint.AFTER_ACK,
+        CrashPoint.DURING_FILL,
+    ]
+    assert all(seen is request for _, seen in calls)
 
 
 def test_an_order_is_sent_when_its_request_leaves_not_when_the_answer_is_back(

@@ -16,7 +16,9 @@ from cta.config import ExchangeSettings, Secrets
 from cta.exchange import ExchangeAdapter
 from cta.exchange_server import LocalExchangeServer
 from serving.ccxt_broker import CcxtBroker
-from serving.orders import OrderStatus, client_order_id, fills_for, get_order
+from serving.client_ids import client_order_id
+from serving.orders import OrderStatus
+from serving.repository import fills_for, get_order
 from serving.types import Holdings
 from tests.exchange_fixtures import (
     EXCHANGE_API_KEY,
@@ -61,7 +63,6 @@ def run_broker(
             (DRILL_MARKET,),
             recv_window_ms=500,
             clock_margin_ms=250,
-            environ={},
             **options,
         )
         try:

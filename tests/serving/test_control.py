@@ -11,17 +11,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from serving import ledger
-from serving.control import (
-    CANCEL_OPEN_MARKER,
-    acknowledge_cancel_open,
-    decode_reason,
-    encode_reason,
-    set_trading_state,
-    trading_state,
-)
+from serving.control import TradingState, acknowledge_cancel_open, get_control_state, set_trading_state, trading_state
 from serving.ledger import verify
 from serving.models import ControlState, LedgerEntry
-from serving.orders import TradingState, get_control_state
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -96,15 +88,17 @@ def test_a_failed_ledger_append_leaves_the_switch_unchanged(
         assert session.scalar(select(func.count()).select_from(ControlState)) == 0
 
 
-def test_cancel_open_is_stored_in_the_reason_and_hidden_from_readers(sessions: sessionmaker[Session]) -> None:
+def test_cancel_open_is_its_own_column_and_the_reason_is_stored_as_given(sessions: sessionmaker[Session]) -> None:
     set_trading_state(sessions, TradingState.REDUCING, "exchange maintenance", "ops", cancel_open=True)
     with sessions() as session:
-        assert get_control_state(session).reason == CANCEL_OPEN_MARKER + "exchange maintenance"
+        row = session.get(ControlState, "trading")
+        assert row is not None and (row.reason, row.cancel_open) == ("exchange maintenance", True)
+        assert get_control_state(session).cancel_open is True
     snapshot = trading_state(sessions)
     assert (snapshot.reason, snapshot.cancel_open) == ("exchange maintenance", True)
-    assert decode_reason(encode_reason("x", False)) == ("x", False)
-    with pytest.raises(ValueError, match="must not start with"):
-        encode_reason(CANCEL_OPEN_MARKER + "sneaky", False)
+    # what used to be the in-reason marker is just text now: no request to cancel
+    set_trading_state(sessions, TradingState.HALTED, "[cancel-open] quoted", "ops")
+    assert (trading_state(sessions).reason, trading_state(sessions).cancel_open) == ("[cancel-open] quoted", False)
 
 
 def test_acknowledging_the_cancel_clears_it_once(sessions: sessionmaker[Session]) -> None:

@@ -178,7 +178,7 @@ def test_the_ledger_commits_atomically_with_the_callers_writes(
     session: Session, reopen: Callable[..., sessionmaker[Session]]
 ) -> None:
     """An entry and the fact it records land together: the ledger never runs ahead of the tables."""
-    from serving.orders import TradingState, get_control_state, set_control_state
+    from serving.control import TradingState, get_control_state, set_control_state
 
     set_control_state(session, TradingState.HALTED, reason="manual", updated_by="ops")
     ledger.append(session, "control", {"state": "HALTED", "reason": "manual"}, TS)

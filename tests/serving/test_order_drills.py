@@ -2,19 +2,19 @@
 on; at the end no order is lost or doubled and the database matches the exchange.
 
 Each lane is one exchange and one database. Its driver runs (tests/serving/drill_driver.py, each run a fresh process)
-crash at increasing random order indices, each at one of the four crash points, each restart resuming from the
-database; a last run without the crash variables finishes the sequence. Lanes run side by side. The default run does
+crash at increasing random order indices, each at one of the four crash points (the driver's `--crash-at` /
+`--crash-on` install the drill checkpoint, `tests.serving.drill_hook`), each restart resuming from the database; a
+last run without them finishes the sequence. Lanes run side by side. The default run does
 20 crash/restart cycles, the slow one 100 (seeded: the same plan every time).
 
 The cycles start the driver from multiprocessing's forkserver, which imports the driver once and forks a fresh
 process per run: a run costs ~0.4 s instead of ~3 s of imports. One test runs the command line itself
-(`python tests/serving/drill_driver.py ...`) through a crash and a restart.
+(`python -m tests.serving.drill_driver ...`) through a crash and a restart.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import random
 import signal
 import subprocess
@@ -25,15 +25,16 @@ from pathlib import Path
 
 import pytest
 
-from serving.ccxt_broker import DRILL_CRASH_ENV, CrashPoint
 from serving.db import make_engine, session_factory
+from serving.types import CrashPoint
 from tests.exchange_fixtures import running_exchange, sync_client
 from tests.serving import drill_driver
-from tests.serving.drill_driver import CRASH_ON_ENV, BookCheck, compare_books, order_candle_ts
+from tests.serving.drill_driver import BookCheck, compare_books, order_candle_ts
+from tests.serving.drill_hook import crash_message
 
 pytestmark = pytest.mark.integration
 
-DRIVER = Path(__file__).resolve().parent / "drill_driver.py"
+REPO = Path(__file__).resolve().parents[2]
 PREFIX = "drill"
 SEED = 20240601
 RUN_TIMEOUT_S = 60
@@ -46,12 +47,10 @@ class LaneResult:
     runs: list[int] = field(default_factory=list)  # exit codes, in order
 
 
-def crash_env(crash: tuple[int, CrashPoint] | None) -> dict[str, str]:
-    return {} if crash is None else {DRILL_CRASH_ENV: crash[1].value, CRASH_ON_ENV: str(crash[0])}
-
-
-def driver_args(db_url: str, url: str, orders: int) -> list[str]:
-    return ["--db", db_url, "--url", url, "--orders", str(orders), "--prefix", PREFIX]
+def driver_args(db_url: str, url: str, orders: int, crash: tuple[int, CrashPoint] | None) -> list[str]:
+    """The driver's command line; with `crash` (order index, point), the run SIGKILLs itself there."""
+    args = ["--db", db_url, "--url", url, "--orders", str(orders), "--prefix", PREFIX]
+    return args if crash is None else [*args, "--crash-at", crash[1].value, "--crash-on", str(crash[0])]
 
 
 def check_exit(code: int | None, output: str) -> int:
@@ -62,10 +61,9 @@ def check_exit(code: int | None, output: str) -> int:
 
 
 def run_driver_command(db_url: str, url: str, orders: int, crash: tuple[int, CrashPoint] | None) -> int:
-    """`python tests/serving/drill_driver.py ...` as an operator would run it."""
-    env = {k: v for k, v in os.environ.items() if k not in {DRILL_CRASH_ENV, CRASH_ON_ENV}} | crash_env(crash)
-    command = [sys.executable, str(DRIVER), *driver_args(db_url, url, orders)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+    """`python -m tests.serving.drill_driver ...` as an operator would run it."""
+    command = [sys.executable, "-m", drill_driver.__name__, *driver_args(db_url, url, orders, crash)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
     return check_exit(done.returncode, done.stderr)
 
 
@@ -74,7 +72,7 @@ def run_driver_forked(db_url: str, url: str, orders: int, crash: tuple[int, Cras
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([drill_driver.__name__])
     process = context.Process(
-        target=drill_driver.main_in_child, args=(driver_args(db_url, url, orders), crash_env(crash), str(output))
+        target=drill_driver.main_in_child, args=(driver_args(db_url, url, orders, crash), str(output))
     )
     logged_before = output.stat().st_size if output.exists() else 0
     process.start()
@@ -92,7 +90,7 @@ def _exit_code(code: int | None, logged: str, crash: tuple[int, CrashPoint] | No
     ("ended abnormally", seen about once in 100 SIGKILLs on a loaded machine): a planned crash run whose last
     line is the drill's own "SIGKILL at <point>" was killed as planned."""
     last = logged.strip().splitlines()[-1] if logged.strip() else ""
-    if code == 255 and crash is not None and last.endswith(f"drill: SIGKILL at {crash[1].value}"):
+    if code == 255 and crash is not None and last.endswith(crash_message(crash[1])):
         return -signal.SIGKILL
     return code
 

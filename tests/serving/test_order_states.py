@@ -12,15 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cta.errors import CTAError, ExchangeError
-from serving.orders import (
-    IllegalTransition,
-    OrderStatus,
-    client_order_id,
-    from_ccxt_status,
-    is_live,
-    is_terminal,
-    transition,
-)
+from serving.client_ids import client_order_id
+from serving.exchange_reports import from_ccxt_status
+from serving.orders import IllegalTransition, OrderStatus, is_live, is_terminal, transition
 
 S = OrderStatus
 SPEC: dict[OrderStatus, set[OrderStatus]] = {
@@ -87,7 +81,9 @@ def test_from_ccxt_status_refuses_what_it_cannot_interpret(status: str) -> None:
 def test_client_order_id_is_pinned_across_processes() -> None:
     """A golden value, also computed in a fresh interpreter: the id cannot depend on PYTHONHASHSEED."""
     expected = client_order_id("cta", "binance:BTC/USDT:1h", 1_700_000_000_000, 3)
-    code = "from serving.orders import client_order_id as c; print(c('cta', 'binance:BTC/USDT:1h', 1700000000000, 3))"
+    code = (
+        "from serving.client_ids import client_order_id as c; print(c('cta', 'binance:BTC/USDT:1h', 1700000000000, 3))"
+    )
     other = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"}
     )

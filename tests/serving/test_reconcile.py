@@ -14,33 +14,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from cta.exchange_server import LocalExchangeServer
 from serving import ledger
 from serving.ccxt_broker import CcxtBroker
+from serving.client_ids import client_order_id, is_ours, parse_client_order_id
+from serving.exchange_reports import ExchangeOrder, ExchangeTrade, order_from_ccxt
 from serving.models import LedgerEntry, Order
-from serving.orders import (
-    OrderStatus,
-    apply_exchange_update,
-    client_order_id,
-    fills_for,
-    get_order,
-    get_position,
-    record_intent,
-    upsert_position,
-)
-from serving.reconcile import (
-    NOT_FOUND_REASON,
-    DbOrder,
-    ExchangeOrder,
-    ExchangeTrade,
-    PositionState,
-    ReconcilePlan,
-    apply_fill,
-    is_ours,
-    order_from_ccxt,
-    orders_needing_trades,
-    parse_client_order_id,
-    plan_reconciliation,
-    store_exchange_state,
-    store_fill,
-)
+from serving.orders import OrderStatus
+from serving.positions import PositionState, apply_fill
+from serving.reconcile import store_exchange_state, store_fill
+from serving.reconcile_plan import NOT_FOUND_REASON, DbOrder, ReconcilePlan, orders_needing_trades, plan_reconciliation
+from serving.repository import apply_exchange_update, fills_for, get_order, get_position, record_intent, upsert_position
 from serving.types import ReconcileReport
 from tests.exchange_fixtures import sync_client
 from tests.serving.drill_driver import DRILL_MARKET, build_broker, compare_books
@@ -287,7 +268,7 @@ def test_orders_needing_trades_are_those_with_fills_the_database_lacks() -> None
 
 def reconcile_twice(server: LocalExchangeServer, sessions: sessionmaker[Session]) -> tuple[ReconcileReport, ...]:
     async def run() -> tuple[ReconcileReport, ...]:
-        broker: CcxtBroker = build_broker(server.url, sessions, PREFIX, unknown_grace_ms=2_000, environ={})
+        broker: CcxtBroker = build_broker(server.url, sessions, PREFIX, unknown_grace_ms=2_000)
         try:
             return await broker.start(), await broker.reconcile()
         finally:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cta.config import RiskSettings
 from cta.lake import Market
-from serving.orders import TradingState
+from serving.control import TradingState
 from serving.risk import RiskState, check_order, classify, position_after, should_halt
 from serving.types import OrderRequest, Side
 

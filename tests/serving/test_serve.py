@@ -23,12 +23,12 @@ from cta.config import Settings, deep_merge, load_settings
 from cta.lake import Market
 from cta.registry import promote, promotion_lock, registered_model_name
 from features.registry import feature_names
-from serving.control import set_trading_state, trading_state
+from serving.control import TradingState, set_trading_state, trading_state
 from serving.db import make_engine, session_factory
 from serving.ledger import verify
 from serving.models import Decision, LedgerEntry, Order
 from serving.models_manager import ModelManager
-from serving.orders import OrderStatus, TradingState
+from serving.orders import OrderStatus
 from tests.conftest import CONFIG_DIR
 from tests.exchange_fixtures import EXCHANGE_API_KEY, EXCHANGE_API_SECRET, running_exchange
 

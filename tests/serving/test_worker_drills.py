@@ -2,12 +2,13 @@
 every candle against the local exchange (replay clock), is SIGKILLed in the middle of an order (before send, after
 send, after acknowledgement, during fill handling), restarted, killed again, and so on; a last run ends cleanly.
 
-Unlike `test_order_drills.py`, which drives the order path directly, each run here is the real command: start-up
-reconciliation, the decision loop, the model, Feast and the API all restart each time. Afterwards: every exchange
-order with our prefix has exactly one row with the exchange's status, fills and trade ids; no row is left in
-flight; the position equals the exchange's balance; one decision per candle; the ledger verifies; no decision's
-order was sent twice (client order ids are per candle). The default run does 4 cycles (one per crash point); the
-slow one 20.
+Unlike `test_order_drills.py`, which drives the order path directly, each run here is the worker as `cta serve` runs
+it (`tests.serving.drill_serve`: the CLI's settings and `app.serve.serve`, with the drill checkpoint installed in the
+broker): start-up reconciliation, the decision loop, the model, Feast and the API all restart each time. Afterwards:
+every exchange order with our prefix has exactly one row with the exchange's status, fills and trade ids; no row is
+left in flight; the position equals the exchange's balance; one decision per candle; the ledger verifies; no
+decision's order was sent twice (client order ids are per candle). The default run does 4 cycles (one per crash
+point); the slow one 20.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from cta.config import Settings, load_settings
 from cta.lake import Market
 from cta.registry import promote, promotion_lock, registered_model_name
 from features.registry import feature_names
-from serving.ccxt_broker import DRILL_CRASH_ENV, CrashPoint
 from serving.db import make_engine, session_factory
 from serving.models import Decision, Order
+from serving.types import CrashPoint
 from tests.conftest import CONFIG_DIR, subprocess_env
 from tests.exchange_fixtures import EXCHANGE_API_KEY, EXCHANGE_API_SECRET, running_exchange, sync_client
 from tests.serving.drill_driver import compare_books
+from tests.serving.drill_hook import crash_message
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +48,8 @@ PREFIX = "cta"
 SEED = 20261125
 RUN_TIMEOUT_S = 120
 SPEED = 3_600.0  # one market hour per second: each restart finds a few closed candles waiting
+REPO = Path(__file__).resolve().parents[2]
+HARNESS = "tests.serving.drill_serve"  # `cta serve` with the drill checkpoint (run as `python -m`)
 
 
 class HourParity(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
@@ -95,12 +99,15 @@ def register_champion(settings: Settings) -> None:
     promote(MlflowClient(), name, "1", expected_champion=None, reason="drill", lock=lock)
 
 
-def run_worker(env: dict[str, str], bars: int, log: Path) -> tuple[int, str]:
-    """`cta serve --bars N` as an operator runs it; its exit code and output."""
+def run_worker(env: dict[str, str], bars: int, log: Path, crash_at: CrashPoint | None = None) -> tuple[int, str]:
+    """`cta serve --bars N` as an operator runs it, through the drill harness (killed at `crash_at` of its first
+    order when given); its exit code and output."""
     with log.open("a") as out:
-        out.write(f"\n--- run {env.get(DRILL_CRASH_ENV, 'clean')} ---\n")
+        out.write(f"\n--- run {crash_at.value if crash_at else 'clean'} ---\n")
+    crash = [] if crash_at is None else ["--crash-at", crash_at.value]
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "serve", "--bars", str(bars)],
+        [sys.executable, "-m", HARNESS, "--bars", str(bars), *crash],
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
@@ -132,9 +139,9 @@ def test_worker_killed_mid_order_and_restarted_loses_and_doubles_nothing(cycles:
 
         plan = crash_points(cycles, random.Random(SEED))
         for point in plan:
-            code, output = run_worker(env | {DRILL_CRASH_ENV: point.value}, bars=50, log=log)
+            code, output = run_worker(env, bars=50, log=log, crash_at=point)
             assert code == -signal.SIGKILL, f"run planned to crash at {point} ended {code}:\n{output[-3000:]}"
-            assert f"drill: SIGKILL at {point.value}" in output
+            assert crash_message(point) in output
         # the last run has no crash: it resolves whatever the last crash left in flight (intents not found on the
         # exchange become REJECTED once they can no longer execute, ~7 s after them) and trades on
         code, output = run_worker(env, bars=12, log=log)

@@ -11,16 +11,11 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from cta.lake import Market
+from serving.market_state import MarketState
 from serving.models import Decision
-from serving.orders import OrderStatus, apply_exchange_update, get_order, never_executed, record_intent
-from serving.worker import (
-    ORDER_UNDER_WAY,
-    MarketState,
-    OrderResult,
-    follow_order,
-    restore_interrupted_order,
-    settle_in_flight,
-)
+from serving.orders import OrderStatus, never_executed
+from serving.repository import apply_exchange_update, get_order, record_intent
+from serving.target import ORDER_UNDER_WAY, OrderResult, follow_order, restore_interrupted_order, settle_in_flight
 
 BTC = Market("binance", "BTC/USDT", "1h")
 CANDLE = 1_654_041_600_000

@@ -25,6 +25,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel
 
 from cta.config import TrainingSettings
 from cta.errors import DataValidationError
@@ -55,7 +56,7 @@ def window_view(rows: np.ndarray, window: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(rows, window, axis=0).transpose(0, 2, 1)
 
 
-class KerasSequencePolicy(mlflow.pyfunc.PythonModel):
+class KerasSequencePolicy(PythonModel):
     """Feature rows in time order -> one target position in {-1, 0, 1} per row (float64).
 
     Rows without a full window of history (the first window-1 of the input) get 0. Attributes are
@@ -118,12 +119,14 @@ class KerasSequencePolicy(mlflow.pyfunc.PythonModel):
             chunk = np.ascontiguousarray(windows[start : start + PREDICT_CHUNK])
             first = self.window - 1 + start
             out[first : first + len(chunk)] = forward(chunk).numpy()
-        return out / out.sum(axis=1, keepdims=True)  # float32 softmax -> float64 rows summing to 1
+        normalized: np.ndarray = out / out.sum(axis=1, keepdims=True)  # float32 softmax -> float64 rows summing to 1
+        return normalized
 
     def score(self, model_input: Any) -> np.ndarray:
         """P(up) - P(down) per row; 0 for rows without a full window."""
         proba = self.predict_proba(model_input)
-        return np.nan_to_num(proba[:, 2] - proba[:, 0], nan=0.0)
+        score: np.ndarray = np.nan_to_num(proba[:, 2] - proba[:, 0], nan=0.0)
+        return score
 
     def positions_from_score(self, score: np.ndarray) -> np.ndarray:
         out = np.zeros(len(score), dtype="float64")
@@ -162,7 +165,8 @@ def _build_model(rows: np.ndarray, window: int, lr: float) -> Any:
 
 def _normalized(proba: np.ndarray) -> np.ndarray:
     proba = proba.astype("float64")
-    return proba / proba.sum(axis=1, keepdims=True)
+    normalized: np.ndarray = proba / proba.sum(axis=1, keepdims=True)
+    return normalized
 
 
 def _class_index(direction: np.ndarray) -> np.ndarray:

@@ -36,6 +36,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.pyfunc.model import PythonModel
 
 from cta.config import TrainingSettings
 from cta.execution import CostModel
@@ -65,7 +66,7 @@ TORCH_REQUIREMENT = "torch==2.13.0"
 SINGLE_THREAD_ROWS = 1024  # network batches up to this many rows run on one torch thread
 
 
-class PPOPositionModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class PPOPositionModel(PythonModel):
     """pyfunc: feature rows in time order -> positions in {-1, 0, 1} (float64), greedy.
 
     Mirrors `TradingEnv`: the observation at row t is the last `window` rows (standardised with the
@@ -216,7 +217,10 @@ def _algorithm_class(results_dir: Path) -> Any:
 
         def _setup_logdir(self) -> None:
             results_dir.mkdir(parents=True, exist_ok=True)
-            self._logdir = tempfile.mkdtemp(prefix=time.strftime("PPO_%Y-%m-%d_%H-%M-%S_"), dir=results_dir)
+            # ray's Trainable declares `_logdir` only by assigning None (mypy infers the type None)
+            self._logdir = tempfile.mkdtemp(  # type: ignore[assignment]
+                prefix=time.strftime("PPO_%Y-%m-%d_%H-%M-%S_"), dir=results_dir
+            )
 
     return _ProjectPPO
 
@@ -226,7 +230,7 @@ def ppo_config(env: dict[str, Any], seed: int) -> Any:
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
     return (
-        PPOConfig()
+        PPOConfig()  # type: ignore[no-untyped-call]  # RLlib's PPOConfig.__init__ is unannotated
         .environment(TradingEnv, env_config=env)
         .framework("torch")
         .env_runners(num_env_runners=0, num_envs_per_env_runner=1)
@@ -252,7 +256,8 @@ class _Logits(torch.nn.Module):
         self.module = module
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.module.forward_inference({"obs": obs})["action_dist_inputs"]
+        logits: torch.Tensor = self.module.forward_inference({"obs": obs})["action_dist_inputs"]
+        return logits
 
 
 def export_policy(module: Any, example: np.ndarray, path: Path) -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -28,7 +29,7 @@ GBM_ITERATIONS = 60
 GBM_LEARNING_RATE = 0.1
 
 
-class SklearnPositionModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class SklearnPositionModel(PythonModel):
     """pyfunc: features -> positions. Needs only numpy, pandas and scikit-learn to load."""
 
     def __init__(self, pipeline: Pipeline, feature_names: list[str], long_above: float, short_below: float) -> None:
