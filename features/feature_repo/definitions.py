@@ -1,7 +1,7 @@
 """Feast definitions for `feast -c features/feature_repo ...` (`feast apply` imports every .py file
 here, so this file only builds the objects from the feature registry, via features/feast_store.py)."""
 
-from features.feast_store import build_objects
+from features.feast_objects import build_objects
 
 _objects = build_objects()  # the offline source path is relative to this folder: ../../data/features
 market = _objects.entity

@@ -88,9 +88,9 @@ def assert_online_equals(online: pd.DataFrame, expected: dict[str, pd.Series]) -
 def test_objects_are_derived_from_the_registry() -> None:
     from feast.types import Float64
 
-    from features import feast_store
+    from features import feast_objects
 
-    objects = feast_store.build_objects("/somewhere/features", ttl=timedelta(hours=5))
+    objects = feast_objects.build_objects("/somewhere/features", ttl=timedelta(hours=5))
     view = objects.feature_view
     assert [f.name for f in view.features] == feature_names() == [s.name for s in FEATURES]
     assert all(f.dtype == Float64 for f in view.features)
@@ -101,7 +101,7 @@ def test_objects_are_derived_from_the_registry() -> None:
     assert objects.feature_service.name == f"features_v{registry_version()}"
     assert [p.name for p in objects.feature_service.feature_view_projections] == ["candle_features"]
     # the CLI repo's objects point at the project's data dir, relative to features/feature_repo
-    assert feast_store.build_objects().feature_view.batch_source.path == "../../data/features"
+    assert feast_objects.build_objects().feature_view.batch_source.path == "../../data/features"
 
 
 @pytest.mark.parametrize("engine", ["feast", "asof"])
