@@ -12,14 +12,21 @@ buy plus its fee always fits in the cash.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numba
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-if TYPE_CHECKING:
-    from cta.config import BacktestSettings
+
+class Sizing(Protocol):
+    """How much of the equity a target of 1 puts to work, and the starting cash (`BacktestSettings` has both)."""
+
+    @property
+    def position_fraction(self) -> float: ...
+
+    @property
+    def initial_cash(self) -> float: ...
 
 
 class CostModel(BaseModel):
@@ -62,7 +69,7 @@ class Execution:
     initial_cash: float
 
     @classmethod
-    def from_settings(cls, costs: CostModel, backtest: BacktestSettings) -> Execution:
+    def from_settings(cls, costs: CostModel, backtest: Sizing) -> Execution:
         return cls(costs.taker_fee_rate, costs.slippage_bps / 10_000, backtest.position_fraction, backtest.initial_cash)
 
 
