@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -252,11 +253,24 @@ class ServingSettings(_Strict):
     risk: RiskSettings = RiskSettings()
 
 
+_CRON_FIELD = re.compile(r"[0-9A-Za-z*/,\-]+")
+
+
 class PrefectSettings(_Strict):
     api_url: str | None = None  # None: `cta flows serve` starts a local Prefect server
     server_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
     # Seconds after each candle close at which scheduled ingestion runs (the venue needs a moment).
     schedule_offset_s: Annotated[int, Field(ge=0)] = 10
+    # When each market's learning loop (features -> train -> backtest -> gate -> promote) runs: cron, UTC.
+    learn_cron: str = "0 3 * * *"
+
+    @field_validator("learn_cron")
+    @classmethod
+    def _cron_shape(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) != 5 or not all(_CRON_FIELD.fullmatch(f) for f in fields):
+            raise ValueError("a cron expression of 5 fields: minute hour day-of-month month day-of-week (UTC)")
+        return value
 
 
 class Secrets(BaseModel):

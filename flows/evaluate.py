@@ -60,3 +60,21 @@ def evaluate_market_flows(settings: Settings, market_id: str, versions: list[str
     evaluation = backtest_flow(settings, market_id, versions)
     gate_flow(settings, evaluation)
     return promote_flow(settings, evaluation)
+
+
+def evaluate_training(settings: Settings, training: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """backtest -> gate -> promote for every market of a training run's rows, then one `failed` verdict row per
+    candidate that failed to train (it never reaches the gate). Returns the verdict rows."""
+    versions: dict[str, list[str]] = {}
+    for row in training:
+        if "version" in row:
+            versions.setdefault(row["market"], []).append(str(row["version"]))
+    verdicts: list[dict[str, Any]] = []
+    for market_id, market_versions in versions.items():
+        verdicts += evaluate_market_flows(settings, market_id, market_versions)
+    verdicts += [
+        {"market": row["market"], "family": row["family"], "version": "-", "verdict": "failed", "reasons": row["error"]}
+        for row in training
+        if "error" in row
+    ]
+    return verdicts

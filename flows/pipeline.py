@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 
 from cta.config import Settings
 from cta.errors import CTAError
-from flows.evaluate import evaluate_market_flows
+from flows.evaluate import evaluate_training
 from flows.features import features_flow
 from flows.ingest import ingest_flow
 from flows.train import train_flow
@@ -28,24 +28,7 @@ async def pipeline_flow(
     ingest = await ingest_flow(settings, symbols=symbols, timeframes=timeframes)
     features = features_flow(settings, symbols=symbols, timeframes=timeframes)
     training = train_flow(settings, symbols=symbols, timeframes=timeframes, candidates=candidates)
-    versions: dict[str, list[str]] = {}
-    for row in training:
-        if "version" in row:
-            versions.setdefault(row["market"], []).append(str(row["version"]))
-    verdicts: list[dict[str, Any]] = []
-    for market_id, market_versions in versions.items():
-        verdicts += evaluate_market_flows(settings, market_id, market_versions)
-    failed = [row for row in training if "error" in row]
-    for row in failed:
-        verdicts.append(
-            {
-                "market": row["market"],
-                "family": row["family"],
-                "version": "-",
-                "verdict": "failed",
-                "reasons": row["error"],
-            }
-        )
+    verdicts = evaluate_training(settings, training)
     if not verdicts:
         raise CTAError("the pipeline produced no candidate to evaluate")
     champions = [row for row in verdicts if row["verdict"] == "champion"]

@@ -18,7 +18,8 @@ from cta.errors import CTAError
 
 @flows_app.command("serve")
 def flows_serve(ctx: typer.Context) -> None:
-    """Serve the scheduled deployments (ingest per timeframe). Starts a local Prefect server unless
+    """Serve the scheduled deployments: ingestion per timeframe, and each market's learning loop (features ->
+    train -> backtest -> gate -> promote) on prefect.learn_cron. Starts a local Prefect server unless
     prefect.api_url / PREFECT_API_URL points at one. Ctrl-C stops."""
     from app.prefect_server import prefect_healthy, start_prefect_server
 
@@ -37,9 +38,9 @@ def flows_serve(ctx: typer.Context) -> None:
     try:
         from prefect import serve
 
-        from flows.deployments import ingest_deployments
+        from flows.deployments import all_deployments
 
-        serve(*ingest_deployments(settings))
+        serve(*all_deployments(settings))
     finally:
         if server is not None:
             server.terminate()

@@ -1,5 +1,5 @@
-"""`cta flows serve` for real: it starts a Prefect server, serves the scheduled deployments, and a
-run of a deployment ingests from the local exchange."""
+"""`cta flows serve` for real: it starts a Prefect server, serves the scheduled deployments (ingestion per
+timeframe, the learning loop per market), and a run of a deployment ingests from the local exchange."""
 
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ def test_flows_serve_runs_scheduled_ingestion(tmp_path: Path, exchange_server: L
         CTA_INGEST__START="2022-05-30",
         CTA_MARKETS__TIMEFRAMES='["1h", "4h"]',
         CTA_PREFECT__SERVER_PORT=str(port),
+        CTA_PREFECT__LEARN_CRON="0 0 1 1 *",  # served, but never due while the test runs
     )
     log_path = tmp_path / "serve.log"
     # started with SIGINT ignored, as a background job of a non-interactive shell is (CI): Ctrl-C must still stop
@@ -73,7 +74,7 @@ def test_flows_serve_runs_scheduled_ingestion(tmp_path: Path, exchange_server: L
     finally:
         signal.signal(signal.SIGINT, previous)
     try:
-        names, final = asyncio.run(wait_for_deployment_run(f"http://127.0.0.1:{port}/api", timeout_s=240, expected=2))
+        names, final = asyncio.run(wait_for_deployment_run(f"http://127.0.0.1:{port}/api", timeout_s=240, expected=6))
     finally:
         serve.send_signal(signal.SIGINT)
         try:
@@ -82,7 +83,14 @@ def test_flows_serve_runs_scheduled_ingestion(tmp_path: Path, exchange_server: L
             serve.kill()  # not stopped by Ctrl-C within 60 s: the return code assertion below says so (-9)
             serve.wait()
     output = log_path.read_text()
-    assert names == ["ingest-1h", "ingest-4h"], output[-3000:]
+    assert names == [
+        "ingest-1h",
+        "ingest-4h",
+        "learn-binance-BTC_USDT-1h",
+        "learn-binance-BTC_USDT-4h",
+        "learn-binance-ETH_USDT-1h",
+        "learn-binance-ETH_USDT-4h",
+    ], output[-3000:]
     assert final == "COMPLETED", output[-3000:]
     assert (tmp_path / "lake" / "candles" / "exchange=binance" / "symbol=BTC_USDT" / "timeframe=1h").exists()
     assert not (tmp_path / "lake" / "candles" / "exchange=binance" / "symbol=BTC_USDT" / "timeframe=4h").exists()
