@@ -12,6 +12,15 @@ from cta.candles import normalize_candles
 
 BUNDLED = Path(__file__).resolve().parent.parent / "cta" / "data" / "candles"
 HOUR_MS = 3_600_000
+# A gate every candidate passes (tests of the promotion mechanics, not of the thresholds).
+LAX_GATE = {
+    "min_sharpe": -100.0,
+    "max_drawdown": 1.0,
+    "min_trades": 0,
+    "must_beat": [],
+    "champion_margin": 0.0,
+    "min_deflated_sharpe": 0.0,
+}
 
 
 def real_candles(symbol: str = "BTCUSDT", timeframe: str = "1h", rows: int | None = None) -> pd.DataFrame:

@@ -18,16 +18,10 @@ from flows.deployments import all_deployments, learn_deployments
 from flows.ingest import ingest_flow
 from flows.learn import learn_flow
 from tests.conftest import load_test_settings
+from tests.factories import LAX_GATE
 
 pytestmark = pytest.mark.integration
-LAX = {
-    "min_sharpe": -100.0,
-    "max_drawdown": 1.0,
-    "min_trades": 0,
-    "must_beat": [],
-    "champion_margin": 0.0,
-    "min_deflated_sharpe": 0.0,
-}
+LAX = LAX_GATE
 
 
 async def completed_flow_runs() -> dict[str, int]:

@@ -13,19 +13,13 @@ import pytest
 
 from cta.exchange_server import LocalExchangeServer
 from flows.pipeline import pipeline_flow
+from tests.factories import LAX_GATE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 NAME = "cta.binance.BTC_USDT.1h"
 IMPOSSIBLE = {"min_sharpe": 100.0}
-LAX = {
-    "min_sharpe": -100.0,
-    "max_drawdown": 1.0,
-    "min_trades": 0,
-    "must_beat": [],
-    "champion_margin": 0.0,
-    "min_deflated_sharpe": 0.0,
-}
+LAX = LAX_GATE
 
 
 def pipeline_settings(settings_for: Any, exchange: LocalExchangeServer, tmp_path: Path, gate: dict[str, Any]) -> Any:
