@@ -51,6 +51,12 @@ def _setup(
 ) -> None:
     """Build the settings once (files, profile, CTA_* environment, CLI options); every command and the
     flows it runs use this object."""
+    ctx.obj = entry_point_settings(profile, verbose)
+
+
+def entry_point_settings(profile: str | None, verbose: bool = False) -> Settings:
+    """What a `cta` process does first: build the settings (files, profile, CTA_* environment, secrets,
+    --verbose), then set the offline process environment and configure logging from them."""
     from app.runtime_env import apply_offline_env
     from cta.logs import configure_logging
 
@@ -58,7 +64,7 @@ def _setup(
     settings = load_settings(profile, overrides=overrides)
     apply_offline_env(settings.paths.data_dir)
     configure_logging(settings.logging, settings.paths.logs_dir, settings.secrets.values())
-    ctx.obj = settings
+    return settings
 
 
 def settings_of(ctx: typer.Context) -> Settings:

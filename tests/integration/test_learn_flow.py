@@ -21,27 +21,20 @@ from tests.conftest import load_test_settings
 from tests.factories import LAX_GATE
 
 pytestmark = pytest.mark.integration
-LAX = LAX_GATE
 
 
 async def completed_flow_runs() -> dict[str, int]:
+    """Completed flow runs so far, by flow name."""
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
         runs = await client.read_flow_runs()
-    flows = {f.id: f.name for f in await _flows({r.flow_id for r in runs})}
+        names = {flow_id: (await client.read_flow(flow_id)).name for flow_id in {r.flow_id for r in runs}}
     counts: dict[str, int] = {}
     for run in runs:
         if run.state_name == "Completed":
-            counts[flows[run.flow_id]] = counts.get(flows[run.flow_id], 0) + 1
+            counts[names[run.flow_id]] = counts.get(names[run.flow_id], 0) + 1
     return counts
-
-
-async def _flows(ids: set[Any]) -> list[Any]:
-    from prefect.client.orchestration import get_client
-
-    async with get_client() as client:
-        return [await client.read_flow(flow_id) for flow_id in ids]
 
 
 @pytest.mark.slow
@@ -58,7 +51,7 @@ def test_learn_flow_trains_gates_and_promotes_one_market(
             "folds": 2,
             "candidates": ["logistic"],
         },
-        backtest={"gate": LAX},
+        backtest={"gate": LAX_GATE},
     )
     asyncio.run(ingest_flow(settings))  # both configured markets are in the lake; the loop learns one of them
     before = asyncio.run(completed_flow_runs())

@@ -19,7 +19,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 NAME = "cta.binance.BTC_USDT.1h"
 IMPOSSIBLE = {"min_sharpe": 100.0}
-LAX = LAX_GATE
 
 
 def pipeline_settings(settings_for: Any, exchange: LocalExchangeServer, tmp_path: Path, gate: dict[str, Any]) -> Any:
@@ -54,7 +53,7 @@ def test_pipeline_gates_promotes_and_never_moves_the_alias_on_failure(
     assert aliases(client) == {}
     assert {client.get_model_version(NAME, v).tags["verdict"] for v in ("1", "2")} == {"rejected"}
 
-    settings = pipeline_settings(settings_for, exchange_server, tmp_path, LAX)
+    settings = pipeline_settings(settings_for, exchange_server, tmp_path, LAX_GATE)
     verdicts = asyncio.run(pipeline_flow(settings))["verdicts"]
     outcomes = {row["version"]: row["verdict"] for row in verdicts}
     best = max(verdicts, key=lambda row: row["sharpe"])
@@ -75,7 +74,7 @@ def test_pipeline_gates_promotes_and_never_moves_the_alias_on_failure(
 
     # Same data, same seed: the new candidates equal the champion, so the margin is not beaten
     # unless strictly better; the champion is backtested on the same window and compared.
-    settings = pipeline_settings(settings_for, exchange_server, tmp_path, {**LAX, "champion_margin": 0.01})
+    settings = pipeline_settings(settings_for, exchange_server, tmp_path, {**LAX_GATE, "champion_margin": 0.01})
     third = asyncio.run(pipeline_flow(settings))["verdicts"]
     assert all(row["verdict"] in {"rejected", "passed"} for row in third)
     assert all(f"champion v{best['version']}" in row["reasons"] for row in third if row["verdict"] == "rejected")

@@ -2,8 +2,8 @@
 
     python -m tests.serving.drill_serve [--profile P] [--bars N] [--crash-at POINT]
 
-The settings are built exactly as the `cta` root command builds them (`cta.config.load_settings` with the profile and
-the CTA_* environment, then the offline environment and logging), `--bars` is `cta serve --bars`, and the worker runs
+The settings are built by the `cta` root command's own `app.cli.root.entry_point_settings` (the profile and the CTA_*
+environment, then the offline environment and logging), `--bars` is `cta serve --bars`, and the worker runs
 through `app.serve.serve`, as `cta serve` runs it. With `--crash-at <point>` the broker's checkpoint is
 `tests.serving.drill_hook.sigkill_at(point)`: the process SIGKILLs itself at that crash point of its first order.
 Without it the run is a plain `cta serve`. The summary table is printed as `cta serve` prints it.
@@ -17,11 +17,8 @@ import sys
 from collections.abc import Sequence
 
 from app.cli import render
-from app.cli.root import with_serving
-from app.runtime_env import apply_offline_env
+from app.cli.root import entry_point_settings, with_serving
 from app.serve import serve
-from cta.config import load_settings
-from cta.logs import configure_logging
 from serving.types import CrashPoint, OrderCheckpoint, no_checkpoint
 from tests.serving.drill_hook import sigkill_at
 
@@ -36,9 +33,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = load_settings(args.profile)  # as the root command: files, profile, CTA_* environment
-    apply_offline_env(settings.paths.data_dir)
-    configure_logging(settings.logging, settings.paths.logs_dir, settings.secrets.values())
+    settings = entry_point_settings(args.profile)  # as the root command builds them
     if args.bars is not None:
         settings = with_serving(settings, max_bars=args.bars)
     checkpoint: OrderCheckpoint = no_checkpoint
