@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from flows.deployments import HEARTBEAT_S
+
 OFFLINE_DEFAULTS: dict[str, str] = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
@@ -21,6 +23,9 @@ OFFLINE_DEFAULTS: dict[str, str] = {
     "TF_ENABLE_ONEDNN_OPTS": "0",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "GX_ANALYTICS_ENABLED": "false",
+    # Every flow run of a CTA process tells the server it is alive this often; `cta flows deploy` installs an
+    # automation that marks a run Crashed after 3 missed heartbeats (its process died without a word).
+    "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
 }
 
 

@@ -18,10 +18,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from cta.costs import CostModel
 from cta.decide import Limits
 from cta.errors import ConfigError
 from cta.exchange_server.settings import LocalExchangeSettings
-from cta.execution import CostModel
 from cta.timeframes import TIMEFRAME_MS
 
 ENV_PREFIX = "CTA_"
@@ -184,6 +184,8 @@ class TrainingSettings(_Strict):
     seed: int = 7
     tracking_uri: str = "sqlite:///data/mlflow/mlflow.db"
     artifact_root: str = "data/mlflow/artifacts"
+    # `cta up` (and the demo) serve the MLflow UI over a local tracking store on 127.0.0.1:ui_port.
+    ui_port: Annotated[int, Field(gt=0, lt=65536)] = 5000
     keras_window: Annotated[int, Field(ge=2, le=256)] = 16
     keras_epochs: Annotated[int, Field(ge=1)] = 5
     ppo_iterations: Annotated[int, Field(ge=1)] = 2
@@ -241,6 +243,10 @@ class ServingSettings(_Strict):
     model_poll_s: Annotated[float, Field(gt=0)] = 30.0  # how often to check the champion alias
     max_model_age_days: Annotated[float, Field(gt=0)] = 30.0  # older champion: no new entries
     reconcile_every_s: Annotated[float, Field(gt=0)] = 300.0
+    # While its database or model registry is unreachable (at start-up, or the database lost while trading) the
+    # worker is not ready and checks again after a growing delay: this, doubling up to dependency_retry_max_s.
+    dependency_retry_s: Annotated[float, Field(gt=0)] = 0.5
+    dependency_retry_max_s: Annotated[float, Field(gt=0)] = 30.0
     # ccxt broker: the balance it sizes orders from is fetched again when older than this (its own fills move
     # it in between); 0 fetches before every order.
     balance_max_age_s: Annotated[float, Field(ge=0)] = 60.0
@@ -257,8 +263,19 @@ _CRON_FIELD = re.compile(r"[0-9A-Za-z*/,\-]+")
 
 
 class PrefectSettings(_Strict):
-    api_url: str | None = None  # None: `cta flows serve` starts a local Prefect server
+    """Where flow runs are recorded. With `api_url` unset, every command uses one local Prefect server
+    (started on first use on 127.0.0.1:`server_port`, kept running, stopped by `cta down`), so every run is
+    in the UI it serves; "ephemeral" gives each command Prefect's own temporary server instead (nothing kept).
+    With `api_url` set to a local address that does not answer, `cta up` starts the server there."""
+
+    api_url: str | None = None
     server_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
+    local_server: Literal["persistent", "ephemeral"] = "persistent"
+    # The database of a server CTA starts: None = SQLite under data_dir/prefect; production: PostgreSQL
+    # (postgresql+asyncpg://user@host:5432/db).
+    database_url: str | None = None
+    # The work pool `cta flows deploy` registers the deployments on, served by `cta flows worker`.
+    work_pool: str = "cta"
     # Seconds after each candle close at which scheduled ingestion runs (the venue needs a moment).
     schedule_offset_s: Annotated[int, Field(ge=0)] = 10
     # When each market's learning loop (features -> train -> backtest -> gate -> promote) runs: cron, UTC.

@@ -1,5 +1,5 @@
-"""The one execution model: what trading costs (`CostModel`: fees and slippage) and how an order is
-sized and filled (`Execution` and the compiled rules: fill price, fee, units, liquidation equity).
+"""The one execution model: how an order is sized and filled (`Execution` and the compiled rules: fill price,
+fee, units, liquidation equity), for the costs of `cta.costs.CostModel`.
 Used by the RL environment, both backtest engines and the serving worker's paper broker and sizing.
 
 Rules: a change of target is a market order at the next bar's open; the fill price is open x (1 +
@@ -12,49 +12,10 @@ buy plus its fee always fits in the cash.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import numba
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-
-class Sizing(Protocol):
-    """How much of the equity a target of 1 puts to work, and the starting cash (`BacktestSettings` has both)."""
-
-    @property
-    def position_fraction(self) -> float: ...
-
-    @property
-    def initial_cash(self) -> float: ...
-
-
-class CostModel(BaseModel):
-    """Costs as fractions of traded notional: a taker fee per side plus slippage."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    taker_fee_rate: float = Field(default=0.001, ge=0, lt=0.1)
-    maker_fee_rate: float = Field(default=0.001, ge=0, lt=0.1)
-    slippage_bps: float = Field(default=2.0, ge=0, lt=1000)
-
-    @property
-    def cost_per_unit_turnover(self) -> float:
-        """Fraction of equity lost per unit of position change (taker fill plus slippage)."""
-        return self.taker_fee_rate + self.slippage_bps / 10_000
-
-    def turnover_cost(self, positions: np.ndarray, initial: float = 0.0) -> np.ndarray:
-        """Cost (fraction of equity) of moving into each position from the previous one."""
-        previous = np.concatenate([[initial], positions[:-1]])
-        cost: np.ndarray = np.abs(positions - previous) * self.cost_per_unit_turnover
-        return cost
-
-    def net_returns(self, positions: np.ndarray, next_returns: np.ndarray, initial: float = 0.0) -> np.ndarray:
-        """Per-bar net simple returns of holding `positions[t]` over bar t+1 (its `next_returns[t]`),
-        after paying for the position change at t."""
-        net: np.ndarray = positions * next_returns - self.turnover_cost(positions, initial)
-        return net
-
+from cta.costs import CostModel, Sizing
 
 SIZE_HAIRCUT = 1e-9
 

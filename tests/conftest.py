@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -116,6 +117,36 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A new, empty database on the machine's PostgreSQL (127.0.0.1:5432, trust auth), dropped afterwards
+    (with whatever still holds a connection to it); yields its name."""
+    import uuid
+
+    import psycopg2
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        yield name
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
 def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The environment of a `cta` subprocess whose every file goes under `tmp_path`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CTA_", "PREFECT_API_URL"))}
@@ -130,6 +161,9 @@ def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
             "CTA_FEATURES__TABLE_DIR": str(tmp_path / "features"),
             "CTA_FEATURES__FEAST_DIR": str(tmp_path / "feast"),
             "COLUMNS": "200",
+            # Prefect's temporary server per command: a test leaves no server running (the persistent local
+            # server is tested where it is meant: test_local_servers.py, test_flows_serve.py)
+            "CTA_PREFECT__LOCAL_SERVER": "ephemeral",
             **extra,
         }
     )

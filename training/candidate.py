@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from cta.config import TrainingSettings
-from cta.execution import CostModel
+from cta.costs import CostModel
 from features.dataset import Dataset
 
 Folds = list[tuple[np.ndarray, np.ndarray]]  # (train rows, test rows) of the development dataset

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cta.execution import CostModel
+from cta.costs import CostModel
 
 POSITION = "position"
 HISTORY_ROWS = "history_rows"  # model metadata: rows of context a prediction needs (1 = one row)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss, roc_auc_score
 
-from cta.execution import CostModel
+from cta.costs import CostModel
 
 CLASSES = np.array([-1.0, 0.0, 1.0])
 

@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from cta.execution import CostModel
+from cta.costs import CostModel
 from features.dataset import Dataset
 
 POSITIONS = np.array([-1.0, 0.0, 1.0])  # action index -> target position

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from app.cli import render
-from app.cli.root import SymbolOpt, TimeframeOpt, cli, exchange_app, lake_app, settings_of
+from app.cli.root import SymbolOpt, TimeframeOpt, cli, exchange_app, flow_settings, lake_app, settings_of
 from cta.config import with_overrides
 from cta.errors import CTAError
 
@@ -64,9 +64,9 @@ def ingest(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Backfill or resume candles from the configured venue into the lake (a Prefect flow run)."""
+    settings = flow_settings(ctx)  # first: Prefect must be imported after its server is chosen
     from flows.ingest import ingest_flow
 
-    settings = settings_of(ctx)
     window: dict[str, Any] = {k: v for k, v in {"start": start, "end": end}.items() if v is not None}
     if window:
         settings = with_overrides(settings, {"ingest": window})

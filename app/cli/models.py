@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from app.cli import render
-from app.cli.root import CandidateOpt, SymbolOpt, TimeframeOpt, cli, console, features_app, models_app, settings_of
+from app.cli.root import (
+    CandidateOpt,
+    SymbolOpt,
+    TimeframeOpt,
+    cli,
+    console,
+    features_app,
+    flow_settings,
+    models_app,
+    settings_of,
+)
 from cta.config import Settings
 from cta.errors import CTAError
 
@@ -37,9 +47,10 @@ def features_list() -> None:
 @features_app.command("build")
 def features_build(ctx: typer.Context, symbol: SymbolOpt = None, timeframe: TimeframeOpt = None) -> None:
     """Compute, gate and write the feature tables, then materialise Feast's online store (a flow run)."""
+    settings = flow_settings(ctx)  # first: Prefect must be imported after its server is chosen
     from flows.features import features_flow
 
-    render.print_features(features_flow(settings_of(ctx), symbols=symbol, timeframes=timeframe))
+    render.print_features(features_flow(settings, symbols=symbol, timeframes=timeframe))
 
 
 @cli.command()
@@ -50,9 +61,10 @@ def train(
     candidate: CandidateOpt = None,
 ) -> None:
     """Train the candidate families on point-in-time features; log and register them in MLflow."""
+    settings = flow_settings(ctx)  # first: Prefect must be imported after its server is chosen
     from flows.train import train_flow
 
-    render.print_training(train_flow(settings_of(ctx), symbols=symbol, timeframes=timeframe, candidates=candidate))
+    render.print_training(train_flow(settings, symbols=symbol, timeframes=timeframe, candidates=candidate))
 
 
 @cli.command()
@@ -64,9 +76,10 @@ def pipeline(
 ) -> None:
     """The whole pipeline as one Prefect flow: ingest → validate → features → train → backtest → gate →
     promote. Prints the verdict of every candidate."""
+    settings = flow_settings(ctx)  # first: Prefect must be imported after its server is chosen
     from flows.pipeline import pipeline_flow
 
-    result = asyncio.run(pipeline_flow(settings_of(ctx), symbols=symbol, timeframes=timeframe, candidates=candidate))
+    result = asyncio.run(pipeline_flow(settings, symbols=symbol, timeframes=timeframe, candidates=candidate))
     render.print_verdicts(result["verdicts"])
 
 

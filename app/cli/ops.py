@@ -7,44 +7,101 @@ import asyncio
 import json
 import os
 import signal
-from urllib.parse import urlparse
+import sys
+from typing import Annotated
 
 import typer
 
 from app.cli import render
-from app.cli.root import cli, config_app, console, flows_app, settings_of, with_serving
+from app.cli.root import cli, config_app, console, flows_app, settings_of, use_prefect, with_serving
+from cta.config import Settings, with_overrides
 from cta.errors import CTAError
 
 
 @flows_app.command("serve")
 def flows_serve(ctx: typer.Context) -> None:
-    """Serve the scheduled deployments: ingestion per timeframe, and each market's learning loop (features ->
-    train -> backtest -> gate -> promote) on prefect.learn_cron. Starts a local Prefect server unless
-    prefect.api_url / PREFECT_API_URL points at one. Ctrl-C stops."""
-    from app.prefect_server import prefect_healthy, start_prefect_server
-
+    """Serve the scheduled deployments in this process: per timeframe, refresh (ingest, then features) after
+    each candle closes; per market, the learning loop (features -> train -> backtest -> gate -> promote) on
+    prefect.learn_cron. Uses the local Prefect server (started if needed) unless prefect.api_url / PREFECT_API_URL
+    names another. Ctrl-C stops. For separate worker processes, see `cta flows deploy` and `cta flows worker`."""
     settings = settings_of(ctx)
     # Ctrl-C must stop serving even when the command was started where SIGINT is ignored (a background job of
     # a non-interactive shell, e.g. CI's): Python then never installs its KeyboardInterrupt handler.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    api_url = os.environ.get("PREFECT_API_URL") or settings.prefect.api_url
-    server = None
-    if not api_url or not prefect_healthy(api_url):
-        if api_url and urlparse(api_url).hostname not in ("127.0.0.1", "localhost"):
-            raise CTAError(f"Prefect API at {api_url} is not reachable")
-        server, api_url = start_prefect_server(settings.prefect.server_port, settings.paths.data_dir / "prefect")
-    os.environ["PREFECT_API_URL"] = api_url  # Prefect's client reads its server from the environment
+    api_url = require_prefect_server(settings)
     console.print(f"Prefect UI: {api_url.removesuffix('/api')}  (Ctrl-C stops serving)")
-    try:
-        from prefect import serve
+    from prefect import serve
 
-        from flows.deployments import all_deployments
+    from flows.deployments import all_deployments
 
-        serve(*all_deployments(settings))
-    finally:
+    serve(*all_deployments(settings))
+
+
+@flows_app.command("deploy")
+def flows_deploy(ctx: typer.Context) -> None:
+    """Register the scheduled deployments on the work pool prefect.work_pool (created if missing) of the Prefect
+    server, for `cta flows worker` processes to run; then exit. Registering again updates them."""
+    from flows.deployments import register
+
+    settings = settings_of(ctx)
+    api_url = require_prefect_server(settings)
+    names = register(settings)
+    console.print(f"{len(names)} deployments on work pool {settings.prefect.work_pool!r}: {', '.join(names)}")
+    console.print(f"Prefect UI: {api_url.removesuffix('/api')}/deployments ; start workers with `cta flows worker`")
+
+
+@flows_app.command("worker")
+def flows_worker(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, help="Flow runs this worker runs at once.")] = 1,
+) -> None:
+    """A Prefect worker on the work pool prefect.work_pool: it runs each scheduled or on-demand flow run of the
+    registered deployments in a process of its own (with heartbeats, so a run whose process dies is marked
+    Crashed). Start as many as you like, on any machine that reaches the Prefect server."""
+    settings = settings_of(ctx)
+    api_url = require_prefect_server(settings)
+    env = {**os.environ, "PREFECT_API_URL": api_url}  # with the heartbeat frequency set by apply_offline_env
+    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", settings.prefect.work_pool]
+    command += ["--type", "process", "--limit", str(limit)]
+    console.print(f"Prefect worker on pool {settings.prefect.work_pool!r} of {api_url}")
+    sys.stdout.flush()
+    os.execve(sys.executable, command, env)  # noqa: S606  the worker replaces this process (signals reach it)
+
+
+def require_prefect_server(settings: Settings) -> str:
+    """The API of a real Prefect server (schedules and work pools need one; Prefect's temporary one won't do)."""
+    from app.local_servers import prefect_api_url
+
+    api_url = prefect_api_url(with_overrides(settings, {"prefect": {"local_server": "persistent"}}))
+    if api_url is None:  # pragma: no cover - a persistent server always has a URL
+        raise CTAError("no Prefect server")
+    return api_url
+
+
+@cli.command()
+def up(ctx: typer.Context) -> None:
+    """Start (or find running) the local Prefect server and MLflow UI, and print where to look. They keep
+    running after this command; `cta down` stops them."""
+    from app.local_servers import mlflow_ui
+
+    settings = settings_of(ctx)
+    prefect_url = require_prefect_server(settings).removesuffix("/api")
+    console.print(f"Prefect UI (runs, deployments, work pool): {prefect_url}")
+    console.print(f"MLflow UI (models, backtests, verdicts):   {mlflow_ui(settings)}")
+
+
+@cli.command()
+def down(ctx: typer.Context) -> None:
+    """Stop the local Prefect server and MLflow UI that this data dir's commands started."""
+    from app.local_servers import mlflow_home, prefect_home, stop
+
+    settings = settings_of(ctx)
+    for home in (prefect_home(settings), mlflow_home(settings)):
+        server = stop(home)
         if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+            console.print(f"stopped {server.name} (pid {server.pid}, {server.url})")
+        else:
+            console.print(f"no server recorded under {home}")
 
 
 @config_app.command("show")
@@ -64,13 +121,15 @@ def demo(ctx: typer.Context) -> None:
     """The main job on embedded defaults: the local exchange replaying real candles, the whole pipeline
     (ingest → validate → features → train → backtest → gate → promote) as one Prefect flow, then the
     worker paper-trading each market's champion on the replay clock for `serving.max_bars` candles."""
+    settings = settings_of(ctx)
+    prefect_api = use_prefect(settings)  # first: Prefect must be imported after its server is chosen
     from app.demo import local_exchange_for
+    from app.local_servers import mlflow_ui
     from app.serve import serve as run_serving
     from cta.components import make_lake
     from cta.lake import summarize
     from flows.pipeline import pipeline_flow
 
-    settings = settings_of(ctx)
     with local_exchange_for(settings, console.print):
         result = asyncio.run(pipeline_flow(settings))
         render.print_ingest(result["ingest"])
@@ -83,15 +142,17 @@ def demo(ctx: typer.Context) -> None:
             settings = with_serving(settings, max_bars=48)
         console.print(f"paper trading the champions for {settings.serving.max_bars} candles on the replay clock ...")
         render.print_serving(asyncio.run(run_serving(settings)))
+    console.print("\n[bold]Where to look[/bold] (both keep running; `cta down` stops them):")
+    if prefect_api:
+        runs = f"{prefect_api.removesuffix('/api')}/runs"
+        console.print(f"  Runs (Prefect UI): {runs}  (this demo's flow runs, their subflows and tasks)")
     console.print(
-        f"Models: `.venv/bin/mlflow ui --backend-store-uri {settings.training.tracking_uri}` "
-        "then http://127.0.0.1:5000 (each backtest run holds its equity plot and report); `cta models list`"
+        f"  Models (MLflow UI): {mlflow_ui(settings)}  (candidates, backtest reports and equity plots, verdicts); "
+        "`cta models list`"
     )
     console.print(
-        f"Runs: `cta flows serve` starts the Prefect server; UI at http://127.0.0.1:{settings.prefect.server_port}"
-    )
-    console.print(
-        "Trading: `cta serve` runs the worker with its API (GET /healthz, /readyz, /metrics, /api/positions, "
+        "  Trading: `cta serve` runs the worker with its API (GET /healthz, /readyz, /metrics, /api/positions, "
         "/api/orders, /api/equity, /api/champion; token from CTA_API_TOKEN) on 127.0.0.1:8780; "
         "`cta ledger verify`; `cta kill-switch halt --reason ...`"
     )
+    console.print("  Schedules: `cta flows serve`, or `cta flows deploy` + `cta flows worker` (same Prefect server)")

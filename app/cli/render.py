@@ -4,13 +4,15 @@ verdicts, paper trading, lake audit). Presentation only."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from app.cli.root import console
-from cta.lake_audit import MarketAudit
-from cta.registry import VersionRow
+
+if TYPE_CHECKING:  # types only: the CLI starts without importing pandas or MLflow
+    from cta.lake_audit import MarketAudit
+    from cta.registry import VersionRow
 
 
 def print_ingest(reports: list[dict[str, Any]]) -> None:

@@ -67,9 +67,25 @@ def entry_point_settings(profile: str | None, verbose: bool = False) -> Settings
     return settings
 
 
+def use_prefect(settings: Settings) -> str | None:
+    """Point this process's flow runs at the Prefect server the settings name (the data dir's local server,
+    started on first use, by default); its API URL, or None for Prefect's temporary server ("ephemeral")."""
+    from app.local_servers import prefect_api_url
+
+    return prefect_api_url(settings)
+
+
 def settings_of(ctx: typer.Context) -> Settings:
     """The settings the root command built."""
     settings: Settings = ctx.obj
+    return settings
+
+
+def flow_settings(ctx: typer.Context) -> Settings:
+    """The settings, for a command that runs flows: with this process's flow runs pointed at the Prefect
+    server (`use_prefect`)."""
+    settings = settings_of(ctx)
+    use_prefect(settings)
     return settings
 
 

@@ -1,11 +1,12 @@
-"""`cta flows serve` for real: it starts a Prefect server, serves the scheduled deployments (ingestion per
-timeframe, the learning loop per market), and a run of a deployment ingests from the local exchange."""
+"""`cta flows serve` for real: it starts the local Prefect server, serves the scheduled deployments (per
+timeframe, refresh: ingest then features; per market, the learning loop), and a run of a deployment ingests
+from the local exchange and builds the features. The server outlives the command (its runs stay visible)
+until `cta down`."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,17 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from app.prefect_server import prefect_healthy
+from app.local_servers import prefect_healthy
 from cta.exchange_server import LocalExchangeServer
-from tests.conftest import subprocess_env
+from tests.conftest import free_port, subprocess_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def wait_for_deployment_run(api_url: str, timeout_s: float, expected: int) -> tuple[list[str], str]:
@@ -39,7 +34,7 @@ async def wait_for_deployment_run(api_url: str, timeout_s: float, expected: int)
                 break
             await asyncio.sleep(1)
         names = sorted(d.name for d in deployments)
-        hourly = next(d for d in deployments if d.name == "ingest-1h")
+        hourly = next(d for d in deployments if d.name == "refresh-1h")
         run = await client.create_flow_run_from_deployment(hourly.id)
         while time.monotonic() < deadline:
             state = (await client.read_flow_run(run.id)).state
@@ -84,8 +79,8 @@ def test_flows_serve_runs_scheduled_ingestion(tmp_path: Path, exchange_server: L
             serve.wait()
     output = log_path.read_text()
     assert names == [
-        "ingest-1h",
-        "ingest-4h",
+        "refresh-1h",
+        "refresh-4h",
         "learn-binance-BTC_USDT-1h",
         "learn-binance-BTC_USDT-4h",
         "learn-binance-ETH_USDT-1h",
@@ -94,5 +89,8 @@ def test_flows_serve_runs_scheduled_ingestion(tmp_path: Path, exchange_server: L
     assert final == "COMPLETED", output[-3000:]
     assert (tmp_path / "lake" / "candles" / "exchange=binance" / "symbol=BTC_USDT" / "timeframe=1h").exists()
     assert not (tmp_path / "lake" / "candles" / "exchange=binance" / "symbol=BTC_USDT" / "timeframe=4h").exists()
+    assert (tmp_path / "features").is_dir()  # the refresh built the features after ingesting
     assert serve.returncode in (0, 130), output[-3000:]
-    assert not prefect_healthy(f"http://127.0.0.1:{port}/api")  # the server went down with the command
+    assert prefect_healthy(f"http://127.0.0.1:{port}/api")  # the local server outlives the command ...
+    subprocess.run([sys.executable, "-m", "app.cli", "down"], env=env, cwd=tmp_path, check=True, timeout=60)
+    assert not prefect_healthy(f"http://127.0.0.1:{port}/api")  # ... until `cta down`

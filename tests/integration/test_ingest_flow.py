@@ -12,7 +12,7 @@ from cta.components import make_lake, make_quarantine
 from cta.config import Settings
 from cta.errors import DataValidationError, ExchangeError
 from cta.exchange_server import LocalExchangeServer
-from flows.deployments import ingest_deployments, ingest_schedules
+from flows.deployments import refresh_deployments, refresh_schedules
 from flows.ingest import ingest_flow
 from tests.conftest import load_test_settings
 from tests.exchange_fixtures import EXCHANGE_START_MS
@@ -85,15 +85,15 @@ def test_bad_data_stops_the_flow_and_is_quarantined(prefect_harness: None, tmp_p
 
 
 def test_one_scheduled_deployment_per_timeframe_firing_after_each_close() -> None:
-    schedules = ingest_schedules(("1m", "1h"), offset_s=10)
+    schedules = refresh_schedules(("1m", "1h"), offset_s=10)
     assert [(s.name, s.every) for s in schedules] == [
-        ("ingest-1m", timedelta(minutes=1)),
-        ("ingest-1h", timedelta(hours=1)),
+        ("refresh-1m", timedelta(minutes=1)),
+        ("refresh-1h", timedelta(hours=1)),
     ]
     assert all(s.anchor.timestamp() == 10 for s in schedules)
     settings = load_test_settings(markets={"timeframes": ["1m", "1h"]}, prefect={"schedule_offset_s": 10})
-    deployments = ingest_deployments(settings)
-    assert [d.name for d in deployments] == ["ingest-1m", "ingest-1h"]
+    deployments = refresh_deployments(settings)
+    assert [d.name for d in deployments] == ["refresh-1m", "refresh-1h"]
     assert deployments[1].parameters == {"settings": settings.public_dict(), "timeframes": ["1h"]}
     # the served settings come back as the same object in the flow run (same hash)
     assert Settings.model_validate(deployments[1].parameters["settings"]).config_hash() == settings.config_hash()

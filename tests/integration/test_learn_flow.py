@@ -88,7 +88,7 @@ def test_one_learn_deployment_per_market_on_the_cron_one_run_at_a_time() -> None
         # the flow run gets the served settings back (same hash), and its market
         assert Settings.model_validate(deployment.parameters["settings"]).config_hash() == settings.config_hash()
     assert deployments[1].parameters["market_id"] == "binance:BTC/USDT:4h"
-    assert [d.name for d in all_deployments(settings)][:2] == ["ingest-1h", "ingest-4h"]
+    assert [d.name for d in all_deployments(settings)][:2] == ["refresh-1h", "refresh-4h"]
 
 
 @pytest.mark.parametrize("cron", ["daily", "0 3 * *", "0 3 * * * *", "0 3 ? * 1;"])

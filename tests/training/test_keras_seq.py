@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from cta.config import TrainingSettings
-from cta.execution import CostModel
+from cta.costs import CostModel
 from tests.factories import training_data
 from training.candidate import Candidate, TrainingData
 from training.models.keras_seq import fit_keras

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from cta.config import TrainingSettings
-from cta.execution import CostModel
+from cta.costs import CostModel
 from tests.factories import training_data
 from training.candidate import Candidate, TrainingData
 from training.trading_env import CLIP, TradingEnv, action_to_position, env_config, standardisation

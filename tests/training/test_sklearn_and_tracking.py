@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from cta.config import load_settings
-from cta.execution import CostModel
+from cta.costs import CostModel
 from cta.lake import Market
 from cta.registry import configure_mlflow, registered_model_name
 from features.compute import compute_features

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cta.costs import CostModel
 from cta.errors import DataValidationError
-from cta.execution import CostModel
 from cta.lake import Market
 from features.dataset import assemble
 from tests.factories import real_candles

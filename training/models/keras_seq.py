@@ -28,8 +28,8 @@ import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
 from cta.config import TrainingSettings
+from cta.costs import CostModel
 from cta.errors import DataValidationError
-from cta.execution import CostModel
 from features.dataset import Dataset
 from training.candidate import Candidate, TrainingData
 from training.contract import ThresholdPolicy, fit_threshold_policy

@@ -39,7 +39,7 @@ import torch
 from mlflow.pyfunc.model import PythonModel
 
 from cta.config import TrainingSettings
-from cta.execution import CostModel
+from cta.costs import CostModel
 from features.dataset import Dataset
 from training.candidate import Candidate, TrainingData
 from training.metrics import position_metrics

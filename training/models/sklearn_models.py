@@ -17,7 +17,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cta.config import TrainingSettings
-from cta.execution import CostModel
+from cta.costs import CostModel
 from features.dataset import Dataset
 from training.candidate import Candidate, TrainingData
 from training.contract import fit_threshold_policy
