@@ -22,6 +22,10 @@ OFFLINE_DEFAULTS: dict[str, str] = {
     # a (slightly) different model from the same seed. Off, a seed gives one model (tested).
     "TF_ENABLE_ONEDNN_OPTS": "0",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # A tracking server that serves artifacts from S3 advertises "multipart downloads": MLflow's client then asks
+    # it for presigned URLs and fetches every artifact straight from the bucket. Off, every byte goes through the
+    # server, so clients need its URL only, never a route to the storage (tests/production/test_mlflow_server.py).
+    "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
     "GX_ANALYTICS_ENABLED": "false",
     # Every flow run of a CTA process tells the server it is alive this often; `cta flows deploy` installs an
     # automation that marks a run Crashed after 3 missed heartbeats (its process died without a word).

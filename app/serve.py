@@ -4,7 +4,14 @@ summarise what happened.
 
 `serve`, `serving_runtime` and `make_broker` take an optional `checkpoint` (`serving.types.OrderCheckpoint`) that the
 broker calls at each crash point of an order; the command line never passes one (the crash drills in tests/serving
-do)."""
+do).
+
+Dependencies: the API (`/healthz`, `/readyz`) starts first; the worker then waits for its database and its model
+registry (`wait_for_dependencies`: not ready, one log line per check naming what is down and why, checked again
+after a growing, bounded delay) instead of crashing, and starts (migrations, reconciliation, models) once both
+answer. It is ready once it trades: started, and a model serving every market. A database lost while trading
+stops the worker's loop; `serve` then starts it again the same way (waiting, then the start-up reconciliation and
+the state restored from the database, as after a crash), so an outage never kills the process."""
 
 from __future__ import annotations
 
@@ -13,12 +20,13 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cta.components import configured_markets, make_exchange
@@ -27,7 +35,7 @@ from cta.errors import CTAError
 from cta.exchange import ExchangeAdapter
 from cta.execution import Execution
 from cta.lake import Market
-from serving.db import make_engine, session_factory, upgrade
+from serving.db import database_problem, make_engine, session_factory, upgrade
 from serving.models import Decision, EquitySnapshot, Fill
 from serving.models_manager import ModelManager
 from serving.paper import PaperBroker
@@ -37,10 +45,70 @@ from serving.worker import Worker
 log = logging.getLogger(__name__)
 
 MAX_CLOCK_OFFSET_MS = 1_000
+DB_CONNECT_TIMEOUT_S = 10  # a PostgreSQL server that accepts connections but never answers is "down" after this
 
 
 class UnsafeLiveSettings(CTAError):
     """Live trading refused to start."""
+
+
+class ServingStopped(CTAError):
+    """Stopped (SIGINT/SIGTERM) while waiting for the worker's dependencies: nothing was started."""
+
+
+@dataclass
+class Readiness:
+    """What `/readyz` answers: not ready while waiting for the dependencies (with what is down), then the
+    worker's own status (`worker_status`)."""
+
+    waiting: list[str] = field(default_factory=lambda: ["starting"])
+    worker: Worker | None = None
+
+    def status(self) -> dict[str, Any]:
+        if self.worker is None:
+            return {"ready": False, "reasons": list(self.waiting), "models": {}}
+        return worker_status(self.worker)
+
+
+def retry_delay(settings: Settings, attempt: int) -> float:
+    """The wait before check `attempt + 1`: serving.dependency_retry_s doubling per attempt, at most
+    serving.dependency_retry_max_s."""
+    serving = settings.serving
+    return float(min(serving.dependency_retry_max_s, serving.dependency_retry_s * 2 ** min(attempt, 30)))
+
+
+async def wait_for_dependencies(
+    settings: Settings,
+    checks: Mapping[str, Callable[[], str | None]],
+    readiness: Readiness,
+    stop: asyncio.Event | None = None,
+) -> bool:
+    """Run every check (what -> why it is down, or None) until all pass; between rounds log which are down and
+    wait `retry_delay` (growing, bounded). False when `stop` was set while waiting."""
+    attempt, started = 0, time.monotonic()
+    while True:
+        problems = {what: await asyncio.to_thread(check) for what, check in checks.items()}
+        down = [f"{what} is unavailable: {problem}" for what, problem in problems.items() if problem is not None]
+        if not down:
+            if attempt:
+                log.info(
+                    "dependencies reachable after %.1f s (%d checks): %s",
+                    time.monotonic() - started,
+                    attempt + 1,
+                    ", ".join(checks),
+                )
+            return True
+        readiness.waiting = down
+        delay = retry_delay(settings, attempt)
+        attempt += 1
+        log.warning("not ready: %s; check #%d in %.1f s", "; ".join(down), attempt + 1, delay)
+        if stop is None:
+            await asyncio.sleep(delay)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        if stop.is_set():
+            return False
 
 
 def database_url(settings: Settings) -> str:
@@ -110,96 +178,151 @@ class Runtime:
 
 
 @contextlib.asynccontextmanager
-async def serving_runtime(settings: Settings, *, checkpoint: OrderCheckpoint = no_checkpoint) -> AsyncIterator[Runtime]:
-    """Everything `cta serve` runs, started in order and stopped in reverse."""
+async def serving_runtime(
+    settings: Settings, *, checkpoint: OrderCheckpoint = no_checkpoint, stop: asyncio.Event | None = None
+) -> AsyncIterator[Runtime]:
+    """Everything `cta serve` runs, started in order and stopped in reverse: the API first (not ready), then,
+    once the database and the model registry answer (`wait_for_dependencies`), the worker. Raises ServingStopped
+    when `stop` is set before they do."""
     from mlflow import MlflowClient
 
-    from cta.registry import configure_mlflow, registered_model_name
+    from cta.registry import configure_mlflow, registered_model_name, registry_problem
     from features.feast_store import feature_store_for
     from serving.api import ApiServer, build_app
     from serving.metrics import WorkerMetrics
 
-    engine = make_engine(database_url(settings))
-    upgrade(engine)
+    url = database_url(settings)
+    postgres = make_url(url).get_backend_name() == "postgresql"
+    engine = make_engine(url, connect_args={"connect_timeout": DB_CONNECT_TIMEOUT_S} if postgres else None)
     sessions, readers = session_factory(engine), session_factory(engine, read_only=True)
     markets = configured_markets(settings)
-    configure_mlflow(settings)
-    store = feature_store_for(settings.features)
-    store.apply()
+    tracking_uri = configure_mlflow(settings)
     metrics = WorkerMetrics()
-    models = ModelManager(
-        MlflowClient(), {str(m): registered_model_name(m) for m in markets}, poll_s=settings.serving.model_poll_s
+    readiness = Readiness()
+    token = settings.secrets.api_token.get_secret_value() if settings.secrets.api_token else None
+    api = ApiServer(
+        build_app(sessions=readers, metrics=metrics, status=readiness.status, token=token, control_sessions=sessions)
     )
-    async with make_exchange(settings) as exchange:
-        for market in markets:
-            await exchange.check_market(market.symbol, market.timeframe)
-        broker = make_broker(settings, sessions, exchange, markets, checkpoint)
-
-        async def fetch(market: Market, since: int, limit: int) -> list[list[Any]]:
-            return await exchange.fetch_ohlcv(market.symbol, market.timeframe, since, limit)
-
-        worker = Worker(
-            settings,
-            markets=markets,
-            sessions=sessions,
-            broker=broker,
-            models=models,
-            store=store,
-            fetch_candles=fetch,
-            now_ms=exchange.fetch_time,
-            metrics=metrics,
+    api_url = await api.start(settings.serving.api_host, settings.serving.api_port)
+    try:
+        checks = {
+            f"the serving database {engine.url.render_as_string(hide_password=True)}": lambda: database_problem(engine),
+            f"the model registry {tracking_uri}": lambda: registry_problem(tracking_uri),
+        }
+        if not await wait_for_dependencies(settings, checks, readiness, stop):
+            raise ServingStopped("stopped while waiting for the database and the model registry")
+        readiness.waiting = ["starting: migrations, reconciliation, models"]
+        await asyncio.to_thread(upgrade, engine)
+        store = feature_store_for(settings.features)
+        store.apply()
+        models = ModelManager(
+            MlflowClient(),
+            {str(m): registered_model_name(m) for m in markets},
+            poll_s=settings.serving.model_poll_s,
+            probe=lambda: registry_problem(tracking_uri),
         )
-        await worker.start()
-        for market in markets:
-            await models.refresh(str(market))
-        problems = await live_safety_problems(settings, exchange, models)
-        if problems:
-            raise UnsafeLiveSettings("live trading refused: " + "; ".join(problems))
-        token = settings.secrets.api_token.get_secret_value() if settings.secrets.api_token else None
-        app = build_app(
-            sessions=readers,
-            metrics=metrics,
-            status=lambda: worker_status(worker),
-            token=token,
-            control_sessions=sessions,
-        )
-        api = ApiServer(app)
-        api_url = await api.start(settings.serving.api_host, settings.serving.api_port)
-        try:
-            yield Runtime(worker, sessions, api_url, await exchange.fetch_time())
-        finally:
-            await api.stop()
-            await broker.close()
-            engine.dispose()
+        async with make_exchange(settings) as exchange:
+            for market in markets:
+                await exchange.check_market(market.symbol, market.timeframe)
+            broker = make_broker(settings, sessions, exchange, markets, checkpoint)
+
+            async def fetch(market: Market, since: int, limit: int) -> list[list[Any]]:
+                return await exchange.fetch_ohlcv(market.symbol, market.timeframe, since, limit)
+
+            worker = Worker(
+                settings,
+                markets=markets,
+                sessions=sessions,
+                broker=broker,
+                models=models,
+                store=store,
+                fetch_candles=fetch,
+                now_ms=exchange.fetch_time,
+                metrics=metrics,
+            )
+            try:
+                await worker.start()
+                for market in markets:
+                    await models.refresh(str(market))
+                problems = await live_safety_problems(settings, exchange, models)
+                if problems:
+                    raise UnsafeLiveSettings("live trading refused: " + "; ".join(problems))
+                readiness.worker = worker
+                yield Runtime(worker, sessions, api_url, await exchange.fetch_time())
+            finally:
+                await broker.close()
+    finally:
+        await api.stop()
+        engine.dispose()
 
 
 def worker_status(worker: Worker) -> dict[str, Any]:
-    models = {}
+    """Ready when every market has a model serving; else the reasons (no champion, registry unavailable, ...)."""
+    models, reasons = {}, []
     for market in worker.states:
         loaded = worker.models.model(market)
+        problem = worker.models.problem(market)
         models[market] = {
             "model": loaded.name if loaded else None,
             "version": loaded.version if loaded else None,
-            "problem": worker.models.problem(market),
+            "problem": problem,
         }
+        if loaded is None:
+            reasons.append(f"{market}: {problem or 'no model loaded'}")
     return {
-        "ready": True,
+        "ready": not reasons,
+        "reasons": reasons,
         "models": models,
         "markets": {k: {"last_ts": s.last_ts, "bars": s.bars} for k, s in worker.states.items()},
     }
 
 
+def database_lost(error: DBAPIError) -> bool:
+    """Whether a database error means the database went away (connection refused, lost, timed out), not a bad
+    statement or a constraint: the worker starts again once it is back instead of the process ending."""
+    return bool(error.connection_invalidated) or isinstance(error, OperationalError | InterfaceError)
+
+
 async def serve(settings: Settings, *, checkpoint: OrderCheckpoint = no_checkpoint) -> list[dict[str, Any]]:
-    """Run the worker until SIGINT/SIGTERM or `serving.max_bars`; return the per-market summary."""
+    """Run the worker until SIGINT/SIGTERM or `serving.max_bars`; return the per-market summary (empty when
+    stopped before the worker started).
+
+    A database that goes away (`database_lost`: connection refused, lost, timed out) stops the
+    worker, never the process: it starts again as a restarted process would (waiting for its dependencies,
+    reconciliation, the last decisions restored), after a growing delay while it keeps failing. Other errors
+    still end the process."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    async with serving_runtime(settings, checkpoint=checkpoint) as runtime:
-        log.info("serving %d market(s); API at %s", len(runtime.worker.states), runtime.api_url)
-        await runtime.worker.run(stop)
-        return summarize(runtime)
+    failures = 0
+    while True:
+        try:
+            async with serving_runtime(settings, checkpoint=checkpoint, stop=stop) as runtime:
+                failures = 0
+                log.info("serving %d market(s); API at %s", len(runtime.worker.states), runtime.api_url)
+                await runtime.worker.run(stop)
+                return summarize(runtime)
+        except ServingStopped as stopped:
+            log.warning("%s", stopped)
+            return []
+        except DBAPIError as error:
+            if stop.is_set() or not database_lost(error):
+                raise
+            delay = retry_delay(settings, failures)
+            failures += 1
+            cause = str(error.orig or error).strip().splitlines()
+            log.error(
+                "the serving database failed (%s: %s): the worker starts again in %.1f s (reconciliation first)",
+                type(error).__name__,
+                cause[0] if cause else "",
+                delay,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            if stop.is_set():
+                return []
 
 
 def summarize(runtime: Runtime) -> list[dict[str, Any]]:

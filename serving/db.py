@@ -124,6 +124,17 @@ def database_available(engine: Engine) -> bool:
     return True
 
 
+def database_problem(engine: Engine) -> str | None:
+    """Why the database cannot be used now (the error of a trivial query, one line), or None when it answers."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as error:
+        cause = str(getattr(error, "orig", None) or error).strip().splitlines()
+        return f"{type(error).__name__}: {cause[0] if cause else ''}"
+    return None
+
+
 def alembic_config() -> Config:
     """Alembic's configuration built in code: the migrations folder, no alembic.ini."""
     config = Config()

@@ -3,7 +3,11 @@
 The manager polls the alias; when it moves, it loads the new version off the event loop, runs a smoke
 prediction on recent feature rows, and only then swaps it in. Any failure (missing or corrupt
 artifact, a prediction that is not a position) keeps the last good model serving and is reported.
-With no champion a market trades nothing, and says why."""
+With no champion a market trades nothing, and says why. An unavailable registry (tracking server or store
+down) is told apart from "no champion": the last good model keeps serving, and a version that failed to load
+while the registry was down is tried again once it answers (not taken for a broken artifact). With a `probe`
+(`cta.registry.registry_problem` of the tracking URI) a poll while the registry is down costs one quick
+request instead of MLflow's minutes of retries."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc.model import _PythonModelPyfuncWrapper
 
-from cta.registry import CHAMPION
+from cta.registry import CHAMPION, registry_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +122,7 @@ class ModelManager:
         poll_s: float,
         loader: Callable[[MlflowClient, str, str], LoadedModel] = load_version,
         on_swap: Callable[[str, str | None, LoadedModel], None] | None = None,
+        probe: Callable[[], str | None] | None = None,
     ) -> None:
         self.client = client
         self.slots = {market: ModelSlot(name) for market, name in names.items()}
@@ -125,6 +130,7 @@ class ModelManager:
         self.poll_s = poll_s
         self.loader = loader
         self.on_swap = on_swap  # e.g. a ledger entry per model the worker starts trading with
+        self.probe = probe  # why the registry cannot be used now (None: it can), e.g. cta.registry.registry_problem
 
     def model(self, market: str) -> LoadedModel | None:
         return self.slots[market].current
@@ -139,13 +145,24 @@ class ModelManager:
             if now - slot.checked_at >= self.poll_s:
                 await self.refresh(market)
 
+    async def _registry_down(self) -> str | None:
+        return None if self.probe is None else await asyncio.to_thread(self.probe)
+
     async def refresh(self, market: str) -> None:
         slot = self.slots[market]
         slot.checked_at = time.monotonic()
+        kept = f"keeping v{slot.current.version}" if slot.current else "no model serving"
+        down = await self._registry_down()
+        if down is not None:
+            slot.problem = f"the model registry is unavailable ({down}); {kept}"
+            log.warning("%s: %s", market, slot.problem)
+            return
         try:
             champion = await asyncio.to_thread(self.client.get_model_version_by_alias, slot.name, CHAMPION)
         except MlflowException as e:
-            if slot.current is None:
+            if registry_unavailable(e):
+                slot.problem = f"the model registry is unavailable ({type(e).__name__}: {e}); {kept}"
+            elif slot.current is None:
                 slot.problem = f"no champion for {slot.name} (nothing trades until one is promoted)"
             else:
                 slot.problem = f"cannot read the champion alias ({type(e).__name__}); keeping v{slot.current.version}"
@@ -164,8 +181,12 @@ class ModelManager:
             rows = self.smoke_rows(market)
             await asyncio.to_thread(smoke_check, loaded, rows.tail(max(loaded.history_rows * 4, 8)))
         except Exception as e:  # noqa: BLE001 (any load or smoke failure keeps the last good model)
+            down = await self._registry_down()
+            if down is not None:  # not the version's fault: load it again once the registry answers
+                slot.problem = f"champion v{version} not loaded: the model registry is unavailable ({down}); {kept}"
+                log.warning("%s: %s", market, slot.problem)
+                return
             slot.failed_version = version
-            kept = f"keeping v{slot.current.version}" if slot.current else "no model serving"
             slot.problem = f"champion v{version} failed to load or smoke-test ({type(e).__name__}: {e}); {kept}"
             log.error("%s: %s", market, slot.problem)
             return
