@@ -8,14 +8,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint bench serve-exchange flows-serve clean
+.PHONY: venv demo test test-fast lint bench serve-exchange flows-serve clean images
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	# The CPU build of torch first (from the local wheel cache): nothing may pull a CUDA build later.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[ml,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -37,6 +37,9 @@ lint: venv            ## static checks: ruff (lint, format), mypy --strict, the 
 
 bench: venv           ## benchmarks: prints a table, writes benchmarks/results/*.json
 	$(BIN)/python -m benchmarks.run
+
+images: venv          ## container images cta/runtime:local, cta/flows:local on a private dockerd (deploy/README.md)
+	$(BIN)/python -m deploy.images build $(if $(BASE),--base $(BASE))
 
 serve-exchange: venv
 	$(BIN)/cta exchange serve

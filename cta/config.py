@@ -31,8 +31,8 @@ SECRET_ENV_VARS: dict[str, str] = {
     "db_password": "CTA_DB_PASSWORD",
     "api_token": "CTA_API_TOKEN",
 }
-# CTA_ variables that are not settings: the profile and the config directory.
-NOT_SETTINGS_ENV_VARS = frozenset({"CTA_PROFILE", "CTA_CONFIG_DIR"})
+# CTA_ variables that are not settings: the profile, the config directory, the image build cache (deploy/images.py).
+NOT_SETTINGS_ENV_VARS = frozenset({"CTA_PROFILE", "CTA_CONFIG_DIR", "CTA_CACHE_DIR"})
 # Keys that look like secrets are refused in config files: secrets come only from the environment.
 _SECRET_LIKE = ("secret", "password", "api_key", "apikey", "token", "passphrase", "private_key")
 

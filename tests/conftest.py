@@ -26,7 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """The test process's environment: every library home in a temp dir, no telemetry, no user CTA_*."""
     from app.runtime_env import apply_offline_env
 
-    for name in [n for n in os.environ if n.startswith("CTA_")]:
+    for name in [n for n in os.environ if n.startswith("CTA_") and n != "CTA_CACHE_DIR"]:  # the images' build cache
         del os.environ[name]
     os.environ.pop("PREFECT_API_URL", None)
     apply_offline_env(Path(tempfile.mkdtemp(prefix="cta-test-home-")))

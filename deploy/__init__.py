@@ -1,0 +1,1 @@
+"""Deployment tooling: container images (`deploy.images`), the Compose override for tests (`compose.host.yaml`)."""
