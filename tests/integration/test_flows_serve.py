@@ -49,7 +49,7 @@ def test_flows_serve_runs_scheduled_ingestion(tmp_path: Path, exchange_server: L
     env = subprocess_env(
         tmp_path,
         CTA_EXCHANGE__API_URL=exchange_server.url,
-        CTA_INGEST__START="2022-05-30",
+        CTA_INGEST__START="2022-05-20",  # enough hours for the features' warm-up (168)
         CTA_MARKETS__TIMEFRAMES='["1h", "4h"]',
         CTA_PREFECT__SERVER_PORT=str(port),
         CTA_PREFECT__LEARN_CRON="0 0 1 1 *",  # served, but never due while the test runs
@@ -79,12 +79,12 @@ def test_flows_serve_runs_scheduled_ingestion(tmp_path: Path, exchange_server: L
             serve.wait()
     output = log_path.read_text()
     assert names == [
-        "refresh-1h",
-        "refresh-4h",
         "learn-binance-BTC_USDT-1h",
         "learn-binance-BTC_USDT-4h",
         "learn-binance-ETH_USDT-1h",
         "learn-binance-ETH_USDT-4h",
+        "refresh-1h",
+        "refresh-4h",
     ], output[-3000:]
     assert final == "COMPLETED", output[-3000:]
     assert (tmp_path / "lake" / "candles" / "exchange=binance" / "symbol=BTC_USDT" / "timeframe=1h").exists()
