@@ -80,6 +80,10 @@ def worker_env(tmp_path: Path, url: str, **extra: str) -> dict[str, str]:
         CTA_SERVING__RECONCILE_EVERY_S="1",
         CTA_SERVING__API_PORT="0",
         CTA_SERVING__RISK__STALE_AFTER_BARS="1000",  # a restart takes several replayed hours
+        # The drill is about crashes, not risk limits: which replayed hours a run lands on depends on how long each
+        # restart takes, and a losing day must not block the clean run's orders that the last check counts.
+        CTA_SERVING__RISK__DAILY_LOSS_LIMIT="1",
+        CTA_SERVING__RISK__MAX_DRAWDOWN_HALT="1",
         **extra,
     )
 
