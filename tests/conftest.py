@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,6 +169,23 @@ def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         }
     )
     return env
+
+
+def run_cta(*args: str, env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`cta ARGS` in a subprocess; fails the test with the command's output tail unless it exits 0."""
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, f"cta {' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
 
 
 def load_test_settings(**overrides: Any) -> Settings:

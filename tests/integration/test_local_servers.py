@@ -16,23 +16,9 @@ import pytest
 
 from app.local_servers import healthy, prefect_healthy
 from cta.exchange_server import LocalExchangeServer
-from tests.conftest import free_port, subprocess_env
+from tests.conftest import free_port, run_cta, subprocess_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def cta(*args: str, env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert result.returncode == 0, f"cta {' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 def persistent_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -67,20 +53,20 @@ def test_one_server_started_on_first_use_reused_and_stopped_by_down(
     api_url = f"http://127.0.0.1:{env['CTA_PREFECT__SERVER_PORT']}/api"
     state = tmp_path / "data" / "prefect" / "server.json"
     try:
-        cta("ingest", "-s", "BTC/USDT", "--no-progress", env=env, cwd=tmp_path)  # first use: starts the server
+        run_cta("ingest", "-s", "BTC/USDT", "--no-progress", env=env, cwd=tmp_path)  # first use: starts the server
         first = json.loads(state.read_text())
         assert prefect_healthy(api_url) and alive(first["pid"])
-        cta("ingest", "-s", "ETH/USDT", "--no-progress", env=env, cwd=tmp_path)  # reuses it
+        run_cta("ingest", "-s", "ETH/USDT", "--no-progress", env=env, cwd=tmp_path)  # reuses it
         assert json.loads(state.read_text())["pid"] == first["pid"]
         runs = asyncio.run(flow_runs(api_url))
         assert len([r for r in runs if r.state and r.state.is_completed()]) == 2  # both commands' runs, one server
-        up = cta("up", env=env, cwd=tmp_path)
+        up = run_cta("up", env=env, cwd=tmp_path)
         mlflow_url = f"http://127.0.0.1:{env['CTA_TRAINING__UI_PORT']}"
         assert api_url.removesuffix("/api") in up.stdout and mlflow_url in up.stdout
         assert healthy(f"{mlflow_url}/health")
         mlflow_pid = json.loads((tmp_path / "data" / "mlflow" / "server.json").read_text())["pid"]
     finally:
-        down = cta("down", env=env, cwd=tmp_path)
+        down = run_cta("down", env=env, cwd=tmp_path)
     assert "stopped Prefect server" in down.stdout and "stopped MLflow UI" in down.stdout
     assert not prefect_healthy(api_url) and not alive(first["pid"]) and not alive(mlflow_pid)
     assert not state.exists()
@@ -91,7 +77,7 @@ def test_an_occupied_port_is_refused_not_silently_shared(tmp_path: Path) -> None
     env = persistent_env(tmp_path)
     other = tmp_path / "other"
     other.mkdir()
-    cta("up", env={**env, "CTA_PATHS__DATA_DIR": str(other / "data")}, cwd=other)
+    run_cta("up", env={**env, "CTA_PATHS__DATA_DIR": str(other / "data")}, cwd=other)
     try:
         result = subprocess.run(
             [sys.executable, "-m", "app.cli", "up"],
@@ -105,7 +91,7 @@ def test_an_occupied_port_is_refused_not_silently_shared(tmp_path: Path) -> None
         assert result.returncode == 1
         assert "already answers, but not for a server this data dir started" in result.stderr
     finally:
-        cta("down", env={**env, "CTA_PATHS__DATA_DIR": str(other / "data")}, cwd=other)
+        run_cta("down", env={**env, "CTA_PATHS__DATA_DIR": str(other / "data")}, cwd=other)
 
 
 def test_the_demo_ends_with_both_uis_running_and_its_runs_visible_there(tmp_path: Path) -> None:
@@ -120,7 +106,7 @@ def test_the_demo_ends_with_both_uis_running_and_its_runs_visible_there(tmp_path
     prefect_url = f"http://127.0.0.1:{env['CTA_PREFECT__SERVER_PORT']}"
     mlflow_url = f"http://127.0.0.1:{env['CTA_TRAINING__UI_PORT']}"
     try:
-        demo = cta("--profile", "demo", "demo", env=env, cwd=tmp_path, timeout=600)
+        demo = run_cta("--profile", "demo", "demo", env=env, cwd=tmp_path, timeout=600)
         assert f"{prefect_url}/runs" in demo.stdout and mlflow_url in demo.stdout
         # the UI the demo points at lists the demo's runs: the pipeline and its subflows
         runs = asyncio.run(flow_runs(f"{prefect_url}/api"))
@@ -130,5 +116,5 @@ def test_the_demo_ends_with_both_uis_running_and_its_runs_visible_there(tmp_path
             models = json.load(r).get("registered_models", [])
         assert [m["name"] for m in models] != []
     finally:
-        cta("down", env=env, cwd=tmp_path)
+        run_cta("down", env=env, cwd=tmp_path)
     assert not prefect_healthy(f"{prefect_url}/api") and not healthy(f"{mlflow_url}/health")

@@ -23,23 +23,9 @@ import pytest
 from app.local_servers import prefect_healthy
 from cta.exchange_server import LocalExchangeServer
 from flows.deployments import ZOMBIE_AFTER_S
-from tests.conftest import free_port, postgres_database, subprocess_env
+from tests.conftest import free_port, postgres_database, run_cta, subprocess_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.production, pytest.mark.slow]
-
-
-def cta(*args: str, env: dict[str, str], cwd: Path) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, f"cta {' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
 
 
 def start_worker(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -130,10 +116,10 @@ def stack(tmp_path: Path, exchange_server: LocalExchangeServer) -> Iterator[tupl
             CTA_TRAINING__UI_PORT=str(free_port()),
         )
         try:
-            cta("up", env=env, cwd=tmp_path)
+            run_cta("up", env=env, cwd=tmp_path)
             yield env, f"http://127.0.0.1:{port}/api", database
         finally:
-            cta("down", env=env, cwd=tmp_path)
+            run_cta("down", env=env, cwd=tmp_path)
     assert not prefect_healthy(f"http://127.0.0.1:{port}/api")
 
 
@@ -146,7 +132,7 @@ def test_deployments_run_through_a_worker_on_a_postgres_backed_server(
         assert c.fetchone() == (1,)  # the server keeps its state in PostgreSQL ...
     assert not (tmp_path / "data" / "prefect" / "server.db").exists()  # ... not in SQLite
 
-    out = cta("flows", "deploy", env=env, cwd=tmp_path)
+    out = run_cta("flows", "deploy", env=env, cwd=tmp_path).stdout
     assert "refresh/refresh-1h" in out and "learn/learn-binance-BTC_USDT-1h" in out and "'cta-test'" in out
     worker_log = tmp_path / "worker.log"
     worker = start_worker(env, tmp_path, worker_log)
