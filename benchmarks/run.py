@@ -24,7 +24,15 @@ Benchmark = Callable[[argparse.Namespace], list[dict[str, Any]]]
 
 
 def registry() -> dict[str, Benchmark]:
-    from benchmarks import bench_backtest, bench_features, bench_ingest, bench_servers, bench_serving, bench_train
+    from benchmarks import (
+        bench_backtest,
+        bench_features,
+        bench_ingest,
+        bench_ledger,
+        bench_servers,
+        bench_serving,
+        bench_train,
+    )
 
     return {
         "ingest": bench_ingest.run,
@@ -33,6 +41,7 @@ def registry() -> dict[str, Benchmark]:
         "backtest": bench_backtest.run,
         "serving": bench_serving.run,
         "servers": bench_servers.run,
+        "ledger": bench_ledger.run,
     }
 
 

@@ -195,3 +195,28 @@ class LedgerEntry(Base):
     payload: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class LedgerNode(Base):
+    """A perfect, aligned subtree of the ledger's Merkle tree (see `cta.merkle`): node (level, idx) covers entries
+    idx * 2**level + 1 .. (idx + 1) * 2**level; level 0 holds the leaf hash of entry idx + 1. Written with the entry,
+    so a proof reads O(log n) rows and an append writes O(1) (amortised) of them; migration 0003."""
+
+    __tablename__ = "ledger_merkle_nodes"
+    __table_args__ = (CheckConstraint("level >= 0 AND idx >= 0", name="position"),)
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class LedgerCheckpoint(Base):
+    """A signed checkpoint of the ledger's Merkle tree (a C2SP signed note, see `cta.checkpoints`); migration 0003."""
+
+    __tablename__ = "ledger_checkpoints"
+    __table_args__ = (CheckConstraint("size >= 0", name="size_non_negative"),)
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root_hash: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[int] = mapped_column(BigInteger)  # epoch ms at signing
+    note: Mapped[str] = mapped_column(Text)

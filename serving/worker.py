@@ -18,7 +18,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,9 @@ from serving.models_manager import ModelManager
 from serving.target import ORDER_UNDER_WAY, follow_order, restore_interrupted_order, settle_in_flight, update_reason
 from serving.types import Broker
 
+if TYPE_CHECKING:
+    from serving.ledger_anchor import Sealer
+
 log = logging.getLogger(__name__)
 
 CANDLE_COLUMNS = ["ts", "open", "high", "low", "close", "volume"]
@@ -66,6 +69,7 @@ class Worker:
         fetch_candles: Callable[[Market, int, int], Awaitable[list[list[Any]]]],
         now_ms: Callable[[], Awaitable[int]],
         metrics: Any | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -75,6 +79,8 @@ class Worker:
         self.fetch_candles = fetch_candles
         self.now_ms = now_ms
         self.metrics = metrics
+        self.sealer = sealer  # signs and anchors the ledger's checkpoints between candles (None: no signing key)
+        self.last_now: int | None = None  # market time of the last step
         self.execution = Execution.from_settings(settings.costs, settings.backtest)
         self.names = list(settings.features.names) if settings.features.names else None
         self.columns = self.names or feature_names()
@@ -139,6 +145,7 @@ class Worker:
     async def step(self) -> int:
         """Process every candle that closed since the last step, market by market, in time order."""
         now = await self.now_ms()
+        self.last_now = now
         processed = 0
         for state in self.states.values():
             if self.settings.serving.max_bars and state.bars >= self.settings.serving.max_bars:
@@ -170,9 +177,28 @@ class Worker:
                 if report.changed:
                     log.warning("periodic reconciliation changed the books: %s", report)
             await self.step()
+            self.seal_ledger()
             if limit and all(s.bars >= limit for s in self.states.values()):
+                self.seal_ledger(force=True)
                 return
             await asyncio.sleep(self.settings.serving.poll_interval_s)
+        self.seal_ledger(force=True)
+
+    def seal_ledger(self, *, force: bool = False) -> None:
+        """A signed checkpoint of the ledger when one is due (`force`: whenever it grew), published to the anchors;
+        between candles, never inside a decision. A failure is logged, not fatal: `cta ledger verify` reports
+        what is not anchored."""
+        if self.sealer is None or self.last_now is None:
+            return
+        try:
+            size, anchored = self.sealer.seal(self.sessions, self.last_now, force=force)
+        except Exception:
+            log.exception("ledger checkpoint or anchor failed (trading goes on; `cta ledger verify` will say)")
+            if self.metrics:
+                self.metrics.error("ledger_checkpoint")
+            return
+        if size:
+            log.info("ledger checkpoint %d signed%s", size, f", anchored {anchored}" if anchored else "")
 
     async def obey_kill_switch(self) -> None:
         """Cancel open orders once when the kill switch asks for it (HALTED with cancel_open)."""

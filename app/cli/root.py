@@ -23,7 +23,10 @@ lake_app = typer.Typer(no_args_is_help=True, help="The candle lake.")
 flows_app = typer.Typer(no_args_is_help=True, help="Prefect flows and scheduled deployments.")
 features_app = typer.Typer(no_args_is_help=True, help="Features: the registry, the feature tables, Feast.")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
-ledger_app = typer.Typer(no_args_is_help=True, help="The hash-chained ledger of promotions, decisions, orders, fills.")
+ledger_app = typer.Typer(
+    no_args_is_help=True,
+    help="The ledger of promotions, decisions, orders, fills: a Merkle log, signed checkpoints, proofs.",
+)
 models_app = typer.Typer(no_args_is_help=True, help="Models in the MLflow registry: verdicts, champion, rollback.")
 cli.add_typer(exchange_app, name="exchange")
 cli.add_typer(lake_app, name="lake")
@@ -64,6 +67,7 @@ def entry_point_settings(profile: str | None, verbose: bool = False) -> Settings
     settings = load_settings(profile, overrides=overrides)
     apply_offline_env(settings.paths.data_dir)
     configure_logging(settings.logging, settings.paths.logs_dir, settings.secrets.values())
+    settings.log_warnings()  # e.g. the promotion gate switched off: a WARNING in the log and on stderr
     return settings
 
 

@@ -1,4 +1,4 @@
-"""CLI commands for trading: the worker, the kill switch, and the ledger check."""
+"""CLI commands for trading: the worker and the kill switch (the ledger's commands are in `app.cli.ledger`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Annotated, Any
 import typer
 
 from app.cli import render
-from app.cli.root import cli, console, ledger_app, settings_of, with_serving
+from app.cli.root import cli, console, settings_of, with_serving
 from cta.config import Settings
 from cta.errors import CTAError
+from cta.logs import printable
 
 
 @cli.command()
@@ -46,23 +47,12 @@ def kill_switch(
     cancel_open: Annotated[bool, typer.Option("--cancel-open", help="With halt: also cancel open orders.")] = False,
 ) -> None:
     """Set the persisted trading state; a running worker obeys it at its next candle, a restarted one too."""
-    from serving.control import TradingState, set_trading_state
+    from serving.control import TradingState, checked_reason, set_trading_state
 
     states = {"halt": TradingState.HALTED, "reduce": TradingState.REDUCING, "resume": TradingState.RUNNING}
     if state not in states:
-        raise CTAError(f"kill-switch state must be one of {', '.join(states)}, not {state!r}")
+        raise CTAError(f"kill-switch state must be one of {', '.join(states)}, not {printable(state)!r}")
+    reason = checked_reason(reason)  # the API's check: refused before the database is opened
     sessions = serving_sessions(settings_of(ctx))
     snapshot = set_trading_state(sessions, states[state], reason, "cli", cancel_open=cancel_open)
-    console.print(f"trading state: {snapshot.state} ({snapshot.reason})")
-
-
-@ledger_app.command("verify")
-def ledger_verify(ctx: typer.Context) -> None:
-    """Check the ledger's hash chain: an edited, deleted or reordered entry fails (exit code 1)."""
-    from serving.ledger import verify
-
-    with serving_sessions(settings_of(ctx), read_only=True)() as session:
-        report = verify(session)
-    if not report.ok:
-        raise CTAError(f"ledger broken at entry {report.first_bad_seq}: {report.problem}")
-    console.print(f"ledger ok: {report.entries} entries, hash chain intact")
+    console.print(f"trading state: {snapshot.state} ({snapshot.reason})", markup=False)

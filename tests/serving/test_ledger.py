@@ -132,6 +132,9 @@ def test_truncating_the_newest_entries_is_detected_against_the_anchor(
     assert anchor is not None
     assert audit(readers, anchor).ok
     run_sql(engine, "DELETE FROM ledger_entries WHERE seq >= 5")
+    assert not audit(readers).ok  # their Merkle nodes are still there
+    # the attacker also removes the Merkle nodes of entries 5 and 6: only the anchor tells
+    run_sql(engine, "DELETE FROM ledger_merkle_nodes WHERE (level = 0 AND idx >= 4) OR (level = 1 AND idx >= 2)")
     assert audit(readers).ok
     report = audit(readers, anchor)
     assert (report.ok, report.first_bad_seq, report.entries) == (False, 5, 4)
@@ -145,7 +148,7 @@ def test_a_rewritten_chain_is_detected_against_the_anchor(
     anchor = head(session)
     session.commit()
     assert anchor is not None
-    run_sql(engine, "DELETE FROM ledger_entries")
+    run_sql(engine, "DELETE FROM ledger_entries", "DELETE FROM ledger_merkle_nodes")
     for i in range(3):
         append(session, "order", {"forged": i}, TS + i)
     session.commit()
