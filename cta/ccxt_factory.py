@@ -21,17 +21,24 @@ SPOT_ONLY_OPTIONS: dict[str, Any] = {
 
 
 def rewrite_api_urls(urls: Any, base_url: str) -> Any:
-    """Point every API URL of a ccxt exchange at `base_url`, keeping the original host as a path.
+    """Replace the scheme and host of every API URL of a ccxt exchange with `base_url`, keeping the path.
 
-    'https://api.binance.com/api/v3' -> 'http://127.0.0.1:8765/api.binance.com/api/v3'.
-    The local exchange server accepts both that form and the plain '/api/v3/...' form.
+    'https://api.binance.com/api/v3' -> 'http://127.0.0.1:8765/api/v3' (and with a base that has a path,
+    'https://proxy.example/binance' -> 'https://proxy.example/binance/api/v3'). So any server that speaks the
+    venue's API at its own address can stand in for the venue: a testnet, a mirror, a recording proxy, the
+    local exchange. (Only the spot endpoints are used; Binance's futures hosts share paths such as
+    /futures/data, which one base URL cannot tell apart.)
     """
-    base = base_url.rstrip("/") + "/"
+    base = base_url.rstrip("/")
     if isinstance(urls, dict):
         return {k: rewrite_api_urls(v, base_url) for k, v in urls.items()}
     if isinstance(urls, str):
-        return re.sub(r"^https?://", base, urls)
+        return re.sub(r"^https?://[^/]+", lambda _: base, urls)
     return urls
+
+
+class SandboxUnavailable(ValueError):
+    """The venue has no sandbox (testnet) URLs in ccxt."""
 
 
 _verbose_log = logging.getLogger("ccxt.verbose")
@@ -91,13 +98,15 @@ def build_ccxt(
     extra_options: dict[str, Any] | None = None,
     verbose: bool = False,
     budget: RequestBudget | None = None,
+    sandbox: bool = False,
 ) -> Any:
     """A configured ccxt exchange (async by default). Raises AttributeError for an unknown id.
 
     `rate_limit_share` scales ccxt's own model of the venue's request budget (0.9 = use 90 % of it);
     `rate_limit_ms` sets ccxt's rateLimit directly instead. With a `budget` (async only), every request waits for
     `budget.acquire(cost)` instead of ccxt's throttler (the cost in units of the exchange's `rateLimit`).
-    Verbose output (`verbose`) goes to the logger `ccxt.verbose` at DEBUG.
+    Verbose output (`verbose`) goes to the logger `ccxt.verbose` at DEBUG. `sandbox` switches to the venue's
+    testnet URLs (ccxt's sandbox mode; SandboxUnavailable where ccxt has none); `api_url` then replaces their host.
     """
     if budget is not None and not asynchronous:
         raise ValueError("a request budget replaces the throttler of an async ccxt exchange only")
@@ -118,6 +127,12 @@ def build_ccxt(
     if api_secret:
         config["secret"] = api_secret
     exchange = exchange_class(config) if budget is None else exchange_class(config, budget)
+    if sandbox:
+        if not exchange.urls.get("test"):
+            raise SandboxUnavailable(
+                f"ccxt has no sandbox (testnet) URLs for {exchange_id}: set exchange.sandbox=false"
+            )
+        exchange.set_sandbox_mode(True)
     if api_url:
         exchange.urls["api"] = rewrite_api_urls(exchange.urls["api"], api_url)
     return exchange

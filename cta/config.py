@@ -1,22 +1,39 @@
 """One typed, frozen settings object: config/default.json, then config/<profile>.json, then CTA_* env.
 
 Environment overrides use `CTA_<SECTION>__<FIELD>=value` (double underscore between levels; values are
-parsed as JSON when they parse, else taken as strings), e.g. `CTA_INGEST__START=2022-01-01`.
-Secrets never come from files: they are read from their own environment variables (see `Secrets`).
+parsed as JSON when they parse, else taken as strings; true/false in any case are booleans), e.g.
+`CTA_INGEST__START=2022-01-01`. Secrets never come from files: they are read from their own environment
+variables (see `Secrets`), and a URL with a password (database, Redis, S3) is refused in a file: it comes from
+its CTA_<SECTION>__<FIELD> variable. Parsing is strict: booleans are JSON true/false (not 0/1), numbers are
+finite (no NaN or Infinity), a key given twice in one file is an error, and `cta config show` masks passwords.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
 import re
+import types
+import typing
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from cta.costs import CostModel
 from cta.decide import Limits
@@ -30,15 +47,22 @@ SECRET_ENV_VARS: dict[str, str] = {
     "api_secret": "CTA_API_SECRET",
     "db_password": "CTA_DB_PASSWORD",
     "api_token": "CTA_API_TOKEN",
+    "ledger_signing_key": "CTA_LEDGER_SIGNING_KEY",  # the ledger log's Ed25519 key (cta.checkpoints.Signer)
+    "ledger_witness_key": "CTA_LEDGER_WITNESS_KEY",  # a witness's own Ed25519 key (`cta ledger witness`)
 }
 # CTA_ variables that are not settings: the profile, the config directory, the image build cache (deploy/images.py).
 NOT_SETTINGS_ENV_VARS = frozenset({"CTA_PROFILE", "CTA_CONFIG_DIR", "CTA_CACHE_DIR"})
 # Keys that look like secrets are refused in config files: secrets come only from the environment.
 _SECRET_LIKE = ("secret", "password", "api_key", "apikey", "token", "passphrase", "private_key")
+# The password of a "host:port,db=N,password=..." connection string (Feast's Redis form).
+_KV_PASSWORD = re.compile(r"(^|,)(\s*password\s*=)([^,]*)", re.IGNORECASE)
+MASK = "***"
+
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class PathSettings(_Strict):
@@ -73,6 +97,9 @@ class ExchangeSettings(_Strict):
     timeout_ms: Annotated[int, Field(gt=0)] = 10_000
     page_limit: Annotated[int, Field(gt=0, le=5000)] = 1000
     verbose: bool = False  # ccxt's request/response dump, at DEBUG on the "ccxt.verbose" logger (redacted)
+    # The venue's testnet (ccxt's sandbox mode: Binance spot testnet, ...), the way from paper to live;
+    # `api_url`, when set, then replaces the testnet's host.
+    sandbox: bool = False
 
     @field_validator("id")
     @classmethod
@@ -81,6 +108,17 @@ class ExchangeSettings(_Strict):
 
         if value not in ccxt.exchanges:
             raise ValueError(f"unknown ccxt exchange id {value!r}")
+        return value
+
+    @field_validator("sandbox")
+    @classmethod
+    def _sandbox_exists(cls, value: bool, info: ValidationInfo) -> bool:
+        venue = info.data.get("id")
+        if value and venue:
+            import ccxt
+
+            if not getattr(ccxt, venue)().urls.get("test"):
+                raise ValueError(f"ccxt has no sandbox (testnet) URLs for {venue!r}; set it to false")
         return value
 
 
@@ -139,6 +177,15 @@ class IngestSettings(_Strict):
                 raise ValueError(f"not an ISO-8601 date/time or epoch ms: {value!r}") from e
         return value
 
+    @model_validator(mode="after")
+    def _start_before_end(self) -> IngestSettings:
+        end_ms = self.end_ms
+        if end_ms is not None and end_ms <= self.start_ms:
+            raise ValueError(
+                f"ingest.start ({self.start!r}) must be before ingest.end ({self.end!r}; exclusive): nothing to ingest"
+            )
+        return self
+
     @property
     def start_ms(self) -> int:
         return parse_utc_ms(self.start)
@@ -154,10 +201,34 @@ class LakeSettings(_Strict):
     s3_region: str = "us-east-1"
 
 
+# The largest close-to-close move the "candles" suite accepts, per timeframe, as a factor of the previous
+# close (3.0: at most 3x it, at least a third of it); a candle beyond it is quarantined with the reason.
+# Generous on purpose, so only implausible prices (a decimal slip, a 10x close) are caught: the largest moves
+# in the shared real Binance data (7 markets, 2017-2024, through March 2020, May 2021, LUNA and FTX) are
+# x1.35 in an hour and x1.28 in five minutes. See docs/usage.md, "Implausible moves".
+DEFAULT_MAX_CLOSE_JUMP: dict[str, float] = {
+    **dict.fromkeys(("1m", "3m", "5m", "15m", "30m"), 3.0),
+    **dict.fromkeys(("1h", "2h", "4h"), 4.0),
+    **dict.fromkeys(("6h", "8h", "12h", "1d"), 5.0),
+}
+
+
 class ValidationSettings(_Strict):
     on_invalid: Literal["fail", "quarantine"] = "fail"
     quarantine_uri: str = "data/quarantine"
     results_dir: Path = Path("data/validation")
+    # Timeframes left out keep their default bound (DEFAULT_MAX_CLOSE_JUMP).
+    max_close_jump: dict[str, Annotated[float, Field(gt=1, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: dict(DEFAULT_MAX_CLOSE_JUMP)
+    )
+
+    @field_validator("max_close_jump")
+    @classmethod
+    def _jump_per_known_timeframe(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(TIMEFRAME_MS))
+        if unknown:
+            raise ValueError(f"unsupported timeframe {unknown[0]!r} (known: {', '.join(TIMEFRAME_MS)})")
+        return {**DEFAULT_MAX_CLOSE_JUMP, **value}
 
 
 class FeatureSettings(_Strict):
@@ -206,6 +277,22 @@ class GateSettings(_Strict):
     # Luck guard: the probability that the true Sharpe exceeds the best expected from luck among the
     # candidates tried (deflated Sharpe ratio, Bailey & Lopez de Prado 2014).
     min_deflated_sharpe: Annotated[float, Field(ge=0, lt=1)] = 0.95
+
+    def checks_off(self) -> tuple[str, ...]:
+        """The thresholds set so that they refuse no candidate (min_sharpe <= 0 demands no skill)."""
+        off = {
+            "min_sharpe": self.min_sharpe <= 0,
+            "max_drawdown": self.max_drawdown >= 1,
+            "min_trades": self.min_trades == 0,
+            "must_beat": not self.must_beat,
+            "min_deflated_sharpe": self.min_deflated_sharpe == 0,
+        }
+        return tuple(name for name, is_off in off.items() if is_off)
+
+    @property
+    def is_off(self) -> bool:
+        """Every threshold off: any candidate that beats the champion (or the first one) is promoted."""
+        return len(self.checks_off()) == 5
 
 
 class BacktestSettings(_Strict):
@@ -290,6 +377,25 @@ class PrefectSettings(_Strict):
         return value
 
 
+class LedgerSettings(_Strict):
+    """The ledger's Merkle log (serving.ledger_log): signed checkpoints, the keys that verify them, the anchors.
+
+    The signing key is the secret CTA_LEDGER_SIGNING_KEY (`PRIVATE+KEY+<name>+<id>+<base64>`; `cta ledger keygen`
+    makes one). `log_keys` are the public keys a checkpoint may be signed with: keep the old ones after a rotation
+    so the checkpoints they signed still verify. A witness's own key is CTA_LEDGER_WITNESS_KEY."""
+
+    origin: Annotated[str, Field(min_length=1, pattern=r"^[^\n]+$")] = "cta.local/ledger"
+    checkpoint_every_entries: Annotated[int, Field(ge=1)] = 1000  # sign a checkpoint after this many new entries
+    checkpoint_every_s: Annotated[float, Field(gt=0)] = 300.0  # ... or when the last one is this old
+    log_keys: list[str] = []  # "<name>+<key id hex>+<base64>" verifier keys of the log (rotation: keep old ones)
+    witness_keys: list[str] = []  # verifier keys of the witnesses whose cosignatures an anchor should carry
+    anchor_dir: str | None = None  # a directory (file store) the checkpoints are published to
+    anchor_s3_uri: str | None = None  # s3://bucket/prefix; Object Lock retention when the bucket has it on
+    anchor_s3_endpoint_url: str | None = None
+    anchor_retention_days: Annotated[int, Field(ge=1)] = 3650
+    witness_state: str = "data/ledger/witness-checkpoint.txt"  # the last checkpoint `cta ledger witness` cosigned
+
+
 class Secrets(BaseModel):
     """Secrets, read only from the environment. Held as SecretStr: printing shows '**********'."""
 
@@ -299,6 +405,8 @@ class Secrets(BaseModel):
     api_secret: SecretStr | None = None
     db_password: SecretStr | None = None
     api_token: SecretStr | None = None
+    ledger_signing_key: SecretStr | None = None
+    ledger_witness_key: SecretStr | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Secrets:
@@ -332,6 +440,7 @@ class Settings(_Strict):
     serving: ServingSettings = ServingSettings()
     prefect: PrefectSettings = PrefectSettings()
     local_exchange: LocalExchangeSettings = LocalExchangeSettings()
+    ledger: LedgerSettings = LedgerSettings()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True, repr=False)
 
     def config_hash(self) -> str:
@@ -341,6 +450,25 @@ class Settings(_Strict):
 
     def public_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def shown_dict(self) -> dict[str, Any]:
+        """What may be shown to a person (`cta config show`): `public_dict` with every password in a URL masked."""
+        masked: dict[str, Any] = mask_passwords(self.public_dict())
+        return masked
+
+    def warnings(self) -> list[str]:
+        """Settings that are valid but switch a protection off (logged as WARNING at start, shown by config show)."""
+        out: list[str] = []
+        if self.backtest.gate.is_off:
+            out.append(
+                "backtest.gate is OFF: every threshold refuses nothing (min_sharpe <= 0, max_drawdown >= 1, "
+                "min_trades = 0, must_beat = [], min_deflated_sharpe = 0): any candidate can be promoted"
+            )
+        return out
+
+    def log_warnings(self) -> None:
+        for warning in self.warnings():
+            log.warning("config: %s", warning)
 
 
 def default_config_dir() -> Path:
@@ -361,6 +489,74 @@ def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
+def _no_duplicate_keys(source: str) -> typing.Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """json's object_pairs_hook: a key given twice in one object is an error (json keeps the last one silently)."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise ConfigError(key, "<duplicate>", f"the key {key!r} is given twice in one object of {source}")
+            out[key] = value
+        return out
+
+    return hook
+
+
+def _strict_json(text: str, source: str) -> Any:
+    return json.loads(text, object_pairs_hook=_no_duplicate_keys(source))
+
+
+def env_var_name(dotted: str) -> str:
+    """The environment variable of a setting: "serving.database_url" -> "CTA_SERVING__DATABASE_URL"."""
+    return ENV_PREFIX + "__".join(part.upper() for part in dotted.split("."))
+
+
+def url_password(value: str) -> str | None:
+    """The password inside a URL ("scheme://user:password@host/...") or a "host:port,password=..." connection
+    string, as written; None if there is none."""
+    if "://" in value:
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            return None
+        return password or None
+    match = _KV_PASSWORD.search(value)
+    return (match.group(3).strip() or None) if match else None
+
+
+def mask_url_password(value: str) -> str:
+    """`value` with the password of a URL or connection string replaced by ***."""
+    password = url_password(value)
+    if password is None:
+        return value
+    if "://" in value:
+        scheme, rest = value.split("://", 1)
+        netloc, sep, tail = rest.partition("/")
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        return f"{scheme}://{user}:{MASK}@{host}{sep}{tail}"
+    return _KV_PASSWORD.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", value)
+
+
+def mask_passwords(data: Any) -> Any:
+    """A copy of `data` (JSON-like) with every password in a URL masked, and every secret-like key's value too."""
+    if isinstance(data, Mapping):
+        return {
+            key: MASK if _secret_like(str(key)) and data[key] not in (None, "") else mask_passwords(data[key])
+            for key in data
+        }
+    if isinstance(data, list | tuple):
+        return [mask_passwords(item) for item in data]
+    if isinstance(data, str):
+        return mask_url_password(data)
+    return data
+
+
+def _secret_like(key: str) -> bool:
+    return any(marker in key.lower() for marker in _SECRET_LIKE)
+
+
 def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     """CTA_SECTION__FIELD=value -> {"section": {"field": value}} (secrets and meta vars excluded)."""
     skip = {*SECRET_ENV_VARS.values(), *NOT_SETTINGS_ENV_VARS}
@@ -369,10 +565,14 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or name in skip:
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+        value: Any
+        if raw.strip().lower() in ("true", "false"):  # booleans in any case, as before settings were strict
+            value = raw.strip().lower() == "true"
+        else:
+            try:
+                value = _strict_json(raw, name)
+            except json.JSONDecodeError:
+                value = raw
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -383,15 +583,34 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
 def _refuse_secrets_in_files(data: Mapping[str, Any], source: str, prefix: str = "") -> None:
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        if any(marker in key.lower() for marker in _SECRET_LIKE) and value not in (None, ""):
+        if _secret_like(key) and value not in (None, ""):
             raise ConfigError(dotted, "<hidden>", f"secrets are read only from the environment, not {source}")
         if isinstance(value, Mapping):
             _refuse_secrets_in_files(value, source, prefix=f"{dotted}.")
 
 
+def _refuse_file_only_values(data: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    """What a config FILE may not hold though the environment may: a URL with a password; and NaN/Infinity
+    (which would switch a limit off) are refused here, naming the field and the file."""
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, str) and url_password(value) is not None:
+            also = " (or only the password in CTA_DB_PASSWORD)" if dotted == "serving.database_url" else ""
+            raise ConfigError(
+                dotted,
+                mask_url_password(value),
+                f"a password in a URL is read only from the environment, not {source}: "
+                f"set {env_var_name(dotted)}{also} instead",
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(dotted, value, f"not a finite number (in {source}): NaN and Infinity are not allowed")
+        if isinstance(value, Mapping):
+            _refuse_file_only_values(value, source, prefix=f"{dotted}.")
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
+        data = _strict_json(path.read_text(), path.name)
     except FileNotFoundError:
         raise ConfigError("profile", path.stem, f"no config file {path}") from None
     except json.JSONDecodeError as e:
@@ -399,6 +618,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(path.name, type(data).__name__, "top level must be a JSON object")
     _refuse_secrets_in_files(data, path.name)
+    _refuse_file_only_values(data, path.name)
     return data
 
 
@@ -446,10 +666,62 @@ def differing_fields(a: Settings, b: Settings) -> list[str]:
     return walk(a.model_dump(mode="json"), b.model_dump(mode="json"), "")
 
 
+def _bool_field(annotation: Any) -> bool:
+    """A field typed bool or bool | None."""
+    if annotation is bool:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = set(typing.get_args(annotation))
+        return bool in args and args <= {bool, type(None)}
+    return False
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The settings model of a field typed Model or Model | None."""
+    candidates = typing.get_args(annotation) if typing.get_origin(annotation) else (annotation,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _refuse_lax_bools(model: type[BaseModel], data: Mapping[str, Any], prefix: str = "") -> None:
+    """Booleans are JSON true/false only, in every settings model (also those defined outside this module):
+    pydantic alone would take 0/1, "yes", "off" ..."""
+    for name, field in model.model_fields.items():
+        if name not in data:
+            continue
+        value, dotted = data[name], f"{prefix}{name}"
+        if _bool_field(field.annotation):
+            if not (isinstance(value, bool) or value is None):
+                raise ConfigError(dotted, value, "must be true or false (a JSON boolean)")
+        elif isinstance(value, Mapping) and (nested := _model_of(field.annotation)) is not None:
+            _refuse_lax_bools(nested, value, prefix=f"{dotted}.")
+
+
+def _non_finite(data: Any, prefix: str = "") -> tuple[str, float] | None:
+    """The first NaN or infinite float in the dumped settings, with its dotted path."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return prefix.rstrip("."), data
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            found = _non_finite(value, f"{prefix}{key}.")
+            if found:
+                return found
+    return None
+
+
 def _validated(data: Mapping[str, Any], secrets: Secrets) -> Settings:
+    _refuse_lax_bools(Settings, data)
     try:
-        return Settings.model_validate({**data, "secrets": secrets})
+        settings = Settings.model_validate({**data, "secrets": secrets})
     except ValidationError as e:
         error = e.errors()[0]
         field = ".".join(str(part) for part in error["loc"])
         raise ConfigError(field, error.get("input"), error["msg"]) from None
+    # Settings models defined outside this module (costs, limits, the local exchange) do not refuse NaN/Infinity
+    # themselves: one check over everything.
+    found = _non_finite(settings.model_dump())
+    if found:
+        raise ConfigError(found[0], found[1], "must be a finite number (NaN and Infinity are not allowed)")
+    return settings

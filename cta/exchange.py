@@ -174,6 +174,7 @@ class ExchangeAdapter:
             timeout_ms=settings.timeout_ms,
             verbose=settings.verbose,
             budget=self._budget,
+            sandbox=settings.sandbox,
         )
         self.retries = 0
         self.backoff_wait_s = 0.0
@@ -287,6 +288,12 @@ class ExchangeAdapter:
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout_ms / 1000)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+                if response.status == 404:  # a venue, a testnet or a proxy: not the local exchange
+                    raise ExchangeError(
+                        f"GET {url} answered 404: this server has no replay clock (only CTA's local exchange has "
+                        "one); set exchange.market_time to 'venue' (CTA_EXCHANGE__MARKET_TIME=venue) to take "
+                        "the time from the venue"
+                    )
                 response.raise_for_status()
                 return int((await response.json())["now_ms"])
         except (aiohttp.ClientError, TimeoutError) as e:
