@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint bench serve-exchange flows-serve clean images
+.PHONY: venv demo test test-fast lint bench serve-exchange flows-serve clean images audit
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench: venv           ## benchmarks: prints a table, writes benchmarks/results/*
 
 images: venv          ## container images cta/runtime:local, cta/flows:local on a private dockerd (deploy/README.md)
 	$(BIN)/python -m deploy.images build $(if $(BASE),--base $(BASE))
+
+audit: venv          ## known vulnerabilities in requirements.lock (pip-audit in a tool venv; exit 2: no service reachable)
+	$(BIN)/python -m deploy.supply_chain audit
 
 serve-exchange: venv
 	$(BIN)/cta exchange serve

@@ -1,5 +1,6 @@
 """`cta serve`: assemble the worker from the settings (database, exchange, Feast, registry, broker,
-metrics, API), check that live trading is safe, run until stopped or `serving.max_bars`, and
+metrics, API), check that live trading is safe (the settings before anything starts, the exchange's verdict on
+the key before reconciliation uses it, the models once loaded), run until stopped or `serving.max_bars`, and
 summarise what happened.
 
 `serve`, `serving_runtime` and `make_broker` take an optional `checkpoint` (`serving.types.OrderCheckpoint`) that the
@@ -31,11 +32,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cta.components import configured_markets, make_exchange
 from cta.config import Settings
-from cta.errors import CTAError
+from cta.errors import CTAError, ExchangeError, TemporaryExchangeError
 from cta.exchange import ExchangeAdapter
 from cta.execution import Execution
 from cta.lake import Market
 from serving.db import database_problem, make_engine, session_factory, upgrade
+from serving.ledger_anchor import Sealer
 from serving.models import Decision, EquitySnapshot, Fill
 from serving.models_manager import ModelManager
 from serving.paper import PaperBroker
@@ -119,8 +121,8 @@ def database_url(settings: Settings) -> str:
     return url.render_as_string(hide_password=False)
 
 
-async def live_safety_problems(settings: Settings, exchange: ExchangeAdapter, models: ModelManager) -> list[str]:
-    """Every reason live trading must not start (empty in paper mode)."""
+def live_settings_problems(settings: Settings) -> list[str]:
+    """The reasons live trading must not start that the settings alone show (empty in paper mode)."""
     if settings.mode != "live":
         return []
     problems: list[str] = []
@@ -128,17 +130,55 @@ async def live_safety_problems(settings: Settings, exchange: ExchangeAdapter, mo
         problems.append("live mode needs serving.broker = ccxt")
     if settings.secrets.api_key is None or settings.secrets.api_secret is None:
         problems.append("live mode needs CTA_API_KEY and CTA_API_SECRET in the environment")
-        return problems
+    return problems
+
+
+async def live_exchange_problems(settings: Settings, exchange: ExchangeAdapter) -> list[str]:
+    """The reasons the exchange gives (empty in paper mode): the clock offset, a key it rejects, a key that may
+    withdraw. Asked before anything else uses the key (no reconciliation with a key that will be refused)."""
+    if settings.mode != "live":
+        return []
+    problems: list[str] = []
     offset = await exchange.clock_offset_ms()
     if abs(offset) > MAX_CLOCK_OFFSET_MS:
         problems.append(f"the exchange's clock is {offset:+.0f} ms off this host's (limit {MAX_CLOCK_OFFSET_MS} ms)")
-    restrictions = await exchange.api_restrictions()
+    try:
+        await exchange.check_credentials()
+        restrictions = await exchange.api_restrictions()
+    except TemporaryExchangeError:
+        raise  # unreachable or rate limited: not a verdict on the key
+    except ExchangeError as error:
+        problems.append(f"the exchange rejected the API key ({error})")
+        return problems
     if restrictions is not None and restrictions.get("enableWithdrawals"):
         problems.append("the API key may withdraw funds: use a trade-only key")
-    for market, slot in models.slots.items():
-        if slot.current is None:
-            problems.append(f"{market}: no champion model ({slot.problem or 'not loaded'})")
     return problems
+
+
+def live_model_problems(settings: Settings, models: ModelManager) -> list[str]:
+    """Markets without a champion to trade (empty in paper mode)."""
+    if settings.mode != "live":
+        return []
+    return [
+        f"{market}: no champion model ({slot.problem or 'not loaded'})"
+        for market, slot in models.slots.items()
+        if slot.current is None
+    ]
+
+
+async def live_safety_problems(settings: Settings, exchange: ExchangeAdapter, models: ModelManager) -> list[str]:
+    """Every reason live trading must not start (empty in paper mode). `serving_runtime` asks the same
+    questions in start-up order: the settings first, then the exchange (before reconciliation), then the models."""
+    problems = live_settings_problems(settings)
+    if problems:
+        return problems
+    return await live_exchange_problems(settings, exchange) + live_model_problems(settings, models)
+
+
+def refuse_live(problems: list[str]) -> None:
+    """Raise UnsafeLiveSettings naming every problem, if any."""
+    if problems:
+        raise UnsafeLiveSettings("live trading refused: " + "; ".join(problems))
 
 
 def make_broker(
@@ -191,6 +231,7 @@ async def serving_runtime(
     from serving.api import ApiServer, build_app
     from serving.metrics import WorkerMetrics
 
+    refuse_live(live_settings_problems(settings))  # before anything starts
     url = database_url(settings)
     postgres = make_url(url).get_backend_name() == "postgresql"
     engine = make_engine(url, connect_args={"connect_timeout": DB_CONNECT_TIMEOUT_S} if postgres else None)
@@ -222,6 +263,7 @@ async def serving_runtime(
             probe=lambda: registry_problem(tracking_uri),
         )
         async with make_exchange(settings) as exchange:
+            refuse_live(await live_exchange_problems(settings, exchange))  # before the broker uses the key
             for market in markets:
                 await exchange.check_market(market.symbol, market.timeframe)
             broker = make_broker(settings, sessions, exchange, markets, checkpoint)
@@ -239,14 +281,13 @@ async def serving_runtime(
                 fetch_candles=fetch,
                 now_ms=exchange.fetch_time,
                 metrics=metrics,
+                sealer=Sealer.from_settings(settings.ledger, settings.secrets),
             )
             try:
                 await worker.start()
                 for market in markets:
                     await models.refresh(str(market))
-                problems = await live_safety_problems(settings, exchange, models)
-                if problems:
-                    raise UnsafeLiveSettings("live trading refused: " + "; ".join(problems))
+                refuse_live(live_model_problems(settings, models))
                 readiness.worker = worker
                 yield Runtime(worker, sessions, api_url, await exchange.fetch_time())
             finally:

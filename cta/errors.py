@@ -43,3 +43,15 @@ class OrderRejected(ExchangeError):
 
 class ModelUnavailable(CTAError):
     pass
+
+
+class LakeCorruptionError(DataValidationError):
+    """A lake partition does not match its manifest (data file missing, unreadable or changed since it was
+    written): nothing may use it. Names the partition (market, month) and the file."""
+
+    def __init__(self, market: str, month: str, file: str, problem: str) -> None:
+        self.market = market
+        self.month = month
+        self.file = file
+        self.problem = problem
+        super().__init__(f"corrupt lake partition {market} {month} ({file}): {problem}")

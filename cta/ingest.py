@@ -3,7 +3,9 @@
 `ingest_market` is the unit of work (one market): resume from the last stored candle, page through
 the venue at its max page size, keep only closed candles, validate each batch with the "candles"
 gate, quarantine rejected rows with reasons, and upsert the rest atomically. Gaps are reported,
-never filled.
+never filled. Timestamps in another unit than epoch milliseconds (a source sending seconds) are a broken
+source, not bad candles: the batch is quarantined and the run fails whatever `on_invalid` says, so a run
+that could ingest nothing because of them never ends with success.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from typing import Any, Literal, Protocol
 
 import pandas as pd
 
-from cta.candles import candles_from_rows
-from cta.errors import ConfigError, DataValidationError
+from cta.candles import candles_from_rows, timestamp_units, wrong_unit_note
+from cta.errors import ConfigError, DataValidationError, ExchangeError
 from cta.lake import CandleLake, Market
 from cta.quarantine import Quarantine
 from cta.timeframes import last_closed_open_time, timeframe_ms
-from cta.validation import find_gaps, validate_candles
+from cta.validation import TS_UNIT_REASON, find_gaps, validate_candles
 
 log = logging.getLogger(__name__)
 
@@ -104,19 +106,47 @@ async def ingest_market(
     write_every_rows: int = 50_000,
     pages_in_flight: int = 1,
     on_progress: ProgressCallback | None = None,
+    max_close_jump: float | None = None,
 ) -> IngestReport:
     """Backfill one market. Raises DataValidationError (policy 'fail') after quarantining bad rows.
 
     The range is cut into chunks of `page_limit` candles on the timeframe grid; up to
     `pages_in_flight` chunks are fetched concurrently (the adapter keeps the request budget) and
-    consumed in order, so validation and writes overlap the next requests.
+    consumed in order, so validation and writes overlap the next requests. `max_close_jump` bounds the
+    close-to-close move (validation.max_close_jump; None = the suite's default for the timeframe), checked
+    across batches and against the newest stored candle too.
     """
     await source.check_market(market.symbol, market.timeframe)
     now_ms = await source.fetch_time()
+    if timestamp_units([now_ms])[0] != "ms":
+        note = wrong_unit_note(now_ms) or f"{now_ms} is not a time between 2000 and 2100 in epoch milliseconds"
+        raise ExchangeError(f"{market}: the venue's clock is not epoch milliseconds: {note}; nothing was ingested")
     last_stored = lake.last_ts(market)
     plan = plan_ingest(market, start_ms, end_ms, last_stored, now_ms)
+    if plan.expected == 0 and last_stored is None:
+        log.warning(
+            "%s: nothing to ingest: no candle between the start %d and the venue's now %d",
+            market,
+            plan.since_ms,
+            now_ms,
+        )
+    # The newest stored candle (a verified read of its partition): the first new candle's move is checked from it.
+    stored = lake.read(market, start_ms=last_stored) if last_stored is not None else None
+    previous_close = float(stored["close"].iloc[-1]) if stored is not None and len(stored) else None
     report = IngestReport(market=market)
-    writer = _BatchWriter(lake, quarantine, market, now_ms, on_invalid, results_dir, run_id, report, last_stored)
+    writer = _BatchWriter(
+        lake,
+        quarantine,
+        market,
+        now_ms,
+        on_invalid,
+        results_dir,
+        run_id,
+        report,
+        last_stored,
+        previous_close=previous_close,
+        max_close_jump=max_close_jump,
+    )
     chunk_ms = page_limit * timeframe_ms(market.timeframe)
     chunk_starts = iter(range(plan.since_ms, plan.until_ms, chunk_ms))
 
@@ -194,11 +224,20 @@ class _BatchWriter:
     run_id: str
     report: IngestReport
     previous_ts: int | None  # newest stored candle, to report a gap at the batch boundary
+    previous_close: float | None = None  # newest stored or written candle's close: the next move starts there
+    max_close_jump: float | None = None
 
     def write(self, raw_rows: list[list[Any]]) -> None:
         market, report = self.market, self.report
         candles = candles_from_rows(raw_rows)
-        gate = validate_candles(candles, market.timeframe, self.now_ms, self.results_dir)
+        gate = validate_candles(
+            candles,
+            market.timeframe,
+            self.now_ms,
+            self.results_dir,
+            max_close_jump=self.max_close_jump,
+            previous_close=self.previous_close,
+        )
         if gate.results_path:
             report.validation_results.append(str(gate.results_path))
         reasons = gate.reasons_series(candles.index)
@@ -216,6 +255,15 @@ class _BatchWriter:
                 raw=[row for row, is_bad in zip(raw_rows, bad, strict=True) if is_bad],
             )
             report.quarantined += int(bad.sum())
+            wrong_unit = [i for i, reasons in gate.row_reasons.items() if TS_UNIT_REASON in reasons]
+            if wrong_unit:
+                report.failure = gate.summary()
+                note = wrong_unit_note(int(candles["ts"].iloc[wrong_unit[0]]))
+                raise DataValidationError(
+                    f"{market}: {len(wrong_unit)} of {len(candles)} candles have timestamps in the wrong unit "
+                    f"({note}); the source is broken, not the candles: nothing from this batch was written "
+                    "and the rows are in quarantine"
+                )
             if self.on_invalid == "fail":
                 report.failure = gate.summary()
                 raise DataValidationError(
@@ -239,3 +287,4 @@ class _BatchWriter:
         report.gaps += find_gaps(ts, market.timeframe)
         report.first_ts = int(good["ts"].min()) if report.first_ts is None else report.first_ts
         report.last_ts = self.previous_ts = int(good["ts"].max())
+        self.previous_close = float(good.loc[good["ts"].idxmax(), "close"])

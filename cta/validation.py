@@ -20,14 +20,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cta.candles import CANDLE_COLUMNS, CANDLE_DTYPES, PRICE_COLUMNS
+from cta.candles import CANDLE_COLUMNS, CANDLE_DTYPES, MIN_TS_MS, PRICE_COLUMNS, timestamp_units
+from cta.config import DEFAULT_MAX_CLOSE_JUMP
 from cta.timeframes import timeframe_ms
 
 log = logging.getLogger(__name__)
 
-MIN_TS_MS = 946_684_800_000  # 2000-01-01: no crypto venue has candles before this
 MAX_PRICE = 1e15
 MAX_VOLUME = 1e18
+TS_UNIT_REASON = "timestamp not in milliseconds (it reads as seconds, microseconds or nanoseconds)"
+WRONG_UNITS = ("s", "us", "ns")
+
+
+def jump_reason(max_close_jump: float) -> str:
+    return f"close moved more than {max_close_jump:g}x from the previous close"
+
+
+def default_max_close_jump(timeframe: str) -> float:
+    timeframe_ms(timeframe)  # ConfigError for an unknown timeframe
+    return DEFAULT_MAX_CLOSE_JUMP[timeframe]
 
 
 def check(expectation_type: str, reason: str, **kwargs: Any) -> Any:
@@ -122,20 +133,46 @@ def _save(result: Any, results_dir: Path, suite_name: str) -> Path:
 
 
 # --- the "candles" suite -------------------------------------------------------------------------
-def candle_check_frame(candles: pd.DataFrame, timeframe: str) -> pd.DataFrame:
-    """Candles plus the derived columns the candle suite checks (close time, alignment, OHLC bounds)."""
+def candle_check_frame(candles: pd.DataFrame, timeframe: str, previous_close: float | None = None) -> pd.DataFrame:
+    """Candles plus the derived columns the candle suite checks (close time, alignment, OHLC bounds, the
+    timestamp's unit, the move from the previous close: the previous usable close in the frame, or
+    `previous_close` for the first row, e.g. the newest stored candle's)."""
     step = timeframe_ms(timeframe)
     frame = candles.reset_index(drop=True).copy()
     frame["close_ts"] = frame["ts"] + step
     frame["ts_offset"] = frame["ts"] % step
     frame["max_open_close"] = np.fmax(frame["open"], frame["close"])
     frame["min_open_close"] = np.fmin(frame["open"], frame["close"])
+    frame["ts_unit"] = timestamp_units(pd.to_numeric(frame["ts"], errors="coerce"))
+    frame["close_jump"] = close_jumps(frame["close"], previous_close)
     return frame
 
 
-def candle_checks(timeframe: str, now_ms: int) -> list[Any]:
-    """The "candles" suite: schema, completeness, prices, OHLC consistency, time grid, closedness."""
-    derived = ["close_ts", "ts_offset", "max_open_close", "min_open_close"]
+def close_jumps(close: pd.Series, previous_close: float | None = None) -> pd.Series:
+    """max(close / previous, previous / close) per row, previous = the last usable (finite, positive) close
+    before it; NaN where either is missing (those rows fail the price checks instead). Up and down moves of
+    the same size in log terms give the same factor. A spike flags its own row and the one after it: a
+    comparison of neighbours cannot tell which side is wrong."""
+    values = pd.to_numeric(close, errors="coerce").astype("float64").reset_index(drop=True)
+    usable = values.where(np.isfinite(values) & (values > 0))
+    previous = usable.shift(1)
+    if len(previous) and previous_close is not None and math.isfinite(previous_close) and previous_close > 0:
+        previous.iloc[0] = previous_close
+    ratio = usable / previous.ffill()
+    return np.fmax(ratio, 1 / ratio)
+
+
+def candle_checks(timeframe: str, now_ms: int, max_close_jump: float | None = None) -> list[Any]:
+    """The "candles" suite: schema, completeness, prices, OHLC consistency, implausible moves, time grid and
+    unit, closedness.
+
+    Implausible moves are quarantined, not just flagged or warned about: a 10x close that reached the lake
+    would be learned from, backtested on and traded on, and corrupt data is worse than missing data (a hole is
+    reported as a gap and never filled). The bound (`validation.max_close_jump`, per timeframe) is far above
+    any real move in the data we hold, so what it catches is almost surely an error; the quarantined row keeps
+    its reason, so a real move can be reviewed and let through with a higher bound."""
+    jump = default_max_close_jump(timeframe) if max_close_jump is None else max_close_jump
+    derived = ["close_ts", "ts_offset", "max_open_close", "min_open_close", "ts_unit", "close_jump"]
     checks = [
         check(
             "ExpectTableColumnsToMatchSet",
@@ -181,11 +218,13 @@ def candle_checks(timeframe: str, now_ms: int) -> list[Any]:
             column_B="low",
             or_equal=True,
         ),
+        check("ExpectColumnValuesToBeBetween", jump_reason(jump), column="close_jump", max_value=jump),
         check("ExpectColumnValuesToBeUnique", "duplicate timestamp", column="ts"),
         check("ExpectColumnValuesToBeIncreasing", "timestamp not increasing", column="ts", strictly=True),
         check(
             "ExpectColumnValuesToBeInSet", f"timestamp not aligned to {timeframe}", column="ts_offset", value_set=[0]
         ),
+        check("ExpectColumnValuesToNotBeInSet", TS_UNIT_REASON, column="ts_unit", value_set=list(WRONG_UNITS)),
         check(
             "ExpectColumnValuesToBeBetween",
             "timestamp before 2000 or in the future",
@@ -197,8 +236,23 @@ def candle_checks(timeframe: str, now_ms: int) -> list[Any]:
     ]
 
 
-def validate_candles(candles: pd.DataFrame, timeframe: str, now_ms: int, results_dir: Path | None = None) -> GateReport:
-    return run_gate(candle_check_frame(candles, timeframe), "candles", candle_checks(timeframe, now_ms), results_dir)
+def validate_candles(
+    candles: pd.DataFrame,
+    timeframe: str,
+    now_ms: int,
+    results_dir: Path | None = None,
+    *,
+    max_close_jump: float | None = None,
+    previous_close: float | None = None,
+) -> GateReport:
+    """The "candles" suite over `candles`; `max_close_jump` defaults to the timeframe's default bound and
+    `previous_close` (the newest stored candle's) lets the first row's move be checked too."""
+    return run_gate(
+        candle_check_frame(candles, timeframe, previous_close),
+        "candles",
+        candle_checks(timeframe, now_ms, max_close_jump),
+        results_dir,
+    )
 
 
 def find_gaps(ts: pd.Series, timeframe: str) -> list[tuple[int, int]]:
@@ -212,7 +266,15 @@ def find_gaps(ts: pd.Series, timeframe: str) -> list[tuple[int, int]]:
     return [(int(values[i]), int(missing[i])) for i in where]
 
 
-def candle_problem(row: Sequence[Any], timeframe: str, now_ms: int, previous_ts: int | None = None) -> str | None:
+def candle_problem(
+    row: Sequence[Any],
+    timeframe: str,
+    now_ms: int,
+    previous_ts: int | None = None,
+    *,
+    previous_close: float | None = None,
+    max_close_jump: float | None = None,
+) -> str | None:
     """The first reason the candle suite would give one candle [ts, open, high, low, close, volume]
     (None if clean). Plain Python for the serving hot path, where a GX run per candle would cost more
     than the decision; the reasons are the suite's own, and a test holds the two to the same verdicts."""
@@ -233,10 +295,15 @@ def candle_problem(row: Sequence[Any], timeframe: str, now_ms: int, previous_ts:
         return "high below open or close"
     if low > min(open_, close):
         return "low above open or close"
+    jump = default_max_close_jump(timeframe) if max_close_jump is None else max_close_jump
+    if previous_close is not None and previous_close > 0 and max(close / previous_close, previous_close / close) > jump:
+        return jump_reason(jump)
     if previous_ts is not None and ts == previous_ts:
         return "duplicate timestamp"
     if previous_ts is not None and ts < previous_ts:
         return "timestamp not increasing"
+    if timestamp_units(np.array([ts]))[0] in WRONG_UNITS:
+        return TS_UNIT_REASON
     step = timeframe_ms(timeframe)
     if ts % step:
         return f"timestamp not aligned to {timeframe}"

@@ -90,13 +90,12 @@ def from_feature_store(
     dead_zone_bps: float,
 ) -> Dataset:
     """Point-in-time features from Feast for every candle close in the lake, plus labels."""
-    candles = lake.read(market)
+    snapshot = lake.snapshot(market)  # verified: a corrupt partition stops here, named
+    candles = snapshot.candles
     close_time = pd.to_datetime(candles["ts"] + timeframe_ms(market.timeframe), unit="ms", utc=True)
     entity = pd.DataFrame({"market_id": str(market), "event_timestamp": close_time})
     historical = store.historical(entity, engine="asof")
     features = historical[feature_names].copy()
     features.insert(0, "ts", candles["ts"].to_numpy())
     features = features.dropna()
-    return assemble(
-        market, candles, features, horizon=horizon, dead_zone_bps=dead_zone_bps, lineage=lake.lineage(market)
-    )
+    return assemble(market, candles, features, horizon=horizon, dead_zone_bps=dead_zone_bps, lineage=snapshot.lineage)

@@ -32,13 +32,13 @@ def checked_feature_names(settings: FeatureSettings) -> tuple[str, ...] | None:
 def build_market_features(lake: CandleLake, table: FeatureTable, market: Market, settings: Settings) -> dict[str, Any]:
     """Rebuild one market's feature table if its candles or the registry changed; gate it first."""
     names = settings.features.names
-    lineage = lake.lineage(market)
+    snapshot = lake.snapshot(market)  # verified even when the table is current: a corrupt partition stops here
+    lineage, candles = snapshot.lineage, snapshot.candles
     if not lineage:
         raise DataValidationError(f"{market}: no candles in the lake; run ingestion first")
     if table.is_current(market, lineage, names):
         manifest = table.manifest(market)
         return {"market": str(market), "status": "up to date", "rows": manifest.rows if manifest else 0}
-    candles = lake.read(market)
     frame = feature_frame(candles, market, names)
     report = validate_features(frame, len(candles), names, settings.validation.results_dir)
     if not report.success:

@@ -49,6 +49,7 @@ async def ingest_market_task(
         write_every_rows=settings.ingest.write_every_rows,
         pages_in_flight=settings.ingest.pages_in_flight,
         on_progress=on_progress,
+        max_close_jump=settings.validation.max_close_jump.get(market.timeframe),
     )
 
 

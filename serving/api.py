@@ -2,7 +2,8 @@
 
 `/healthz` and `/readyz` are open (orchestrators probe them); every other route, unknown paths included, needs
 `Authorization: Bearer <CTA_API_TOKEN>`, compared in constant time. Without a configured token those routes
-answer 503: there is no default token. The token and the Authorization header are never logged.
+answer 503: there is no default token. A missing, repeated, over-long (MAX_AUTHORIZATION_CHARS) or non-UTF-8
+Authorization header is a 401, never a 500. The token and the Authorization header are never logged.
 
 Reads go through the caller's read-only sessions (`session_factory(engine, read_only=True)`), so the API never
 holds the worker's write lock; the kill switch writes through `serving.control` with writing sessions. The
@@ -23,11 +24,13 @@ from enum import Enum
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from sqlalchemy import Engine, select
 from sqlalchemy.engine.base import OptionEngine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from cta.logs import printable
 from serving import control
 from serving.control import TradingState
 from serving.db import session_factory
@@ -44,7 +47,9 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 NO_TOKEN_MESSAGE = "API token not configured: set CTA_API_TOKEN"  # noqa: S105 (a message, not a token)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-MAX_REASON_CHARS = 1000
+MAX_REASON_CHARS = control.MAX_REASON_CHARS
+# An Authorization header longer than this (or than the expected one) is refused before it is compared.
+MAX_AUTHORIZATION_CHARS = 512
 KILL_SWITCH_BY = "api"
 # The access log line: no headers, so never the Authorization header.
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
@@ -203,16 +208,28 @@ class _Api:
         if request.path not in PUBLIC_PATHS:
             if self._expected is None:
                 return _json({"error": NO_TOKEN_MESSAGE}, status=503)
-            supplied = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(supplied, self._expected):
+            supplied = self._credentials(request)
+            if supplied is None or not hmac.compare_digest(supplied, self._expected):
                 self.metrics.error("api_unauthorized")
                 return _json({"error": "unauthorized"}, status=401)
         try:
             return await handler(request)
         except SQLAlchemyError as error:
-            log.error("API %s %s: database error %s", request.method, request.path, type(error).__name__)
+            where = printable(f"{request.method} {request.path}"[:200])
+            log.error("API %s: database error %s", where, type(error).__name__)
             self.metrics.error("api_database")
             return _json({"error": "database unavailable"}, status=503)
+
+    def _credentials(self, request: web.Request) -> bytes | None:
+        """The one Authorization header as bytes; None when it is missing, repeated, longer than
+        MAX_AUTHORIZATION_CHARS (or the expected value) or not UTF-8: all refused without comparing."""
+        values = request.headers.getall("Authorization", [])
+        if len(values) != 1 or len(values[0]) > max(MAX_AUTHORIZATION_CHARS, len(self._expected or b"")):
+            return None
+        try:
+            return values[0].encode("utf-8")  # aiohttp keeps undecodable bytes as surrogates: not UTF-8
+        except UnicodeEncodeError:
+            return None
 
     # ----- open ---------------------------------------------------------------------------------------
 
@@ -295,9 +312,11 @@ class _Api:
             new_state = TradingState(str(body.get("state", "")).upper())
         except ValueError:
             return _bad_request(f"state must be one of {', '.join(s.value for s in TradingState)}")
-        reason, cancel_open = body.get("reason"), body.get("cancel_open", False)
-        if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_CHARS:
-            return _bad_request(f"reason must be a non-empty string of at most {MAX_REASON_CHARS} characters")
+        cancel_open = body.get("cancel_open", False)
+        try:
+            reason = control.checked_reason(body.get("reason"))
+        except control.InvalidReason as error:
+            return _bad_request(str(error))
         if not isinstance(cancel_open, bool):
             return _bad_request("cancel_open must be true or false")
         if self.control_sessions is None:
@@ -356,7 +375,20 @@ def build_app(
     app.router.add_get("/api/champion", api.champion)
     app.router.add_get("/api/state", api.state)
     app.router.add_post("/api/kill-switch", api.kill_switch)
+    add_ledger_routes(app, sessions)
     return app
+
+
+class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger for the API: a request the HTTP parser refuses (an over-long or malformed header, a
+    bad request line) is the client's fault, so it is one line naming the error, without the bytes the client
+    sent (a header may hold a token) and without a traceback; anything else keeps its traceback."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self.logger.warning("API: refused a malformed request (%s %s)", type(exc_info).__name__, exc_info.code)
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
 
 
 class ApiServer:
@@ -371,7 +403,9 @@ class ApiServer:
         """Listen on `host`:`port` (0 picks a free port) and return the base URL."""
         if self._runner is not None:
             raise RuntimeError("API server already started")
-        runner = web.AppRunner(self.app, access_log_format=ACCESS_LOG_FORMAT)
+        runner = web.AppRunner(
+            self.app, access_log_format=ACCESS_LOG_FORMAT, logger=_ServerLog(logging.getLogger("aiohttp.server"))
+        )
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()
@@ -391,3 +425,68 @@ class ApiServer:
             runner, self._runner = self._runner, None
             await runner.cleanup()
             self.url = None
+
+
+# ----- the ledger's Merkle log: read-only (viewer) routes -------------------------------------------------------
+
+
+class _LedgerRoutes:
+    """`GET /api/ledger/checkpoint` (the latest signed checkpoint), `/api/ledger/proof/inclusion?seq=N[&size=M]`
+    and `/api/ledger/proof/consistency?from=M[&to=N]`: proofs against signed checkpoints, as JSON bundles that
+    `serving.ledger_log.verify_bundle` (or any RFC 9162 verifier) checks with the log's public key alone."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def _read_checkpoint(self) -> dict[str, Any] | None:
+        from serving.ledger_log import latest_checkpoint
+
+        with self.sessions() as session:
+            row = latest_checkpoint(session)
+            if row is None:
+                return None
+            return {"size": row.size, "root": row.root_hash, "ts": iso_from_ms(row.ts), "checkpoint": row.note}
+
+    async def checkpoint(self, _request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(self._read_checkpoint)
+        return _json(body) if body is not None else _json({"error": "no checkpoint yet"}, status=404)
+
+    async def _bundle(self, build: Callable[[Session], dict[str, Any]]) -> web.Response:
+        from serving.ledger_log import ProofError
+
+        def read() -> dict[str, Any]:
+            with self.sessions() as session:
+                return build(session)
+
+        try:
+            return _json(await asyncio.to_thread(read))
+        except (ProofError, ValueError) as error:
+            return _json({"error": str(error)}, status=404)
+
+    async def inclusion(self, request: web.Request) -> web.Response:
+        from serving.ledger_log import proof_bundle_inclusion
+
+        try:
+            seq = int(request.query["seq"])
+            size = int(request.query["size"]) if "size" in request.query else None
+        except (KeyError, ValueError):
+            return _bad_request("seq (and optionally size) must be integers")
+        return await self._bundle(lambda session: proof_bundle_inclusion(session, seq, size))
+
+    async def consistency(self, request: web.Request) -> web.Response:
+        from serving.ledger_log import proof_bundle_consistency
+
+        try:
+            old = int(request.query["from"])
+            new = int(request.query["to"]) if "to" in request.query else None
+        except (KeyError, ValueError):
+            return _bad_request("from (and optionally to) must be integers")
+        return await self._bundle(lambda session: proof_bundle_consistency(session, old, new))
+
+
+def add_ledger_routes(app: web.Application, sessions: sessionmaker[Session]) -> None:
+    """Register the ledger's read-only routes (behind the same bearer-token guard as every /api route)."""
+    routes = _LedgerRoutes(sessions)
+    app.router.add_get("/api/ledger/checkpoint", routes.checkpoint)
+    app.router.add_get("/api/ledger/proof/inclusion", routes.inclusion)
+    app.router.add_get("/api/ledger/proof/consistency", routes.consistency)

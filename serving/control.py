@@ -4,6 +4,10 @@ Every change through `set_trading_state` writes the `control_state` row and a le
 ONE transaction, so the switch and its audit trail never disagree. The switch lives in the database, not in
 memory: a restarted worker comes back in the state it was left in.
 
+A reason is checked by `checked_reason` (the kill-switch API route and `cta kill-switch` both go through it,
+and `set_trading_state` applies it to every caller): a non-empty string of at most MAX_REASON_CHARS characters
+without control characters, so what is stored in the ledger and written to the logs is one plain line.
+
 `cancel_open` (a column of `control_state`, migration 0002) asks the worker to cancel its open orders when it
 sees the change. Once the worker has cancelled, `acknowledge_cancel_open` clears the request so a restart does
 not cancel again. `get_control_state` / `set_control_state` read and write the bare row inside the caller's
@@ -19,6 +23,8 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from cta.errors import CTAError
+from cta.logs import is_control, printable
 from serving import ledger
 from serving.db import upsert
 from serving.models import ControlState, utc_now
@@ -28,6 +34,22 @@ log = logging.getLogger(__name__)
 TRADING_KEY = "trading"
 LEDGER_KIND = "control"
 MAX_BY_CHARS = 64  # control_state.updated_by is VARCHAR(64)
+MAX_REASON_CHARS = 1000
+REASON_RULE = f"reason must be a non-empty string of at most {MAX_REASON_CHARS} characters, without control characters"
+
+
+class InvalidReason(CTAError, ValueError):
+    """A kill-switch reason that `checked_reason` refuses; the message says what a reason must be."""
+
+
+def checked_reason(reason: object) -> str:
+    """`reason` if it is a valid kill-switch reason (see REASON_RULE), else InvalidReason. The one check for the
+    API, the CLI and `set_trading_state`."""
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_CHARS:
+        raise InvalidReason(REASON_RULE)
+    if any(is_control(char) or "\ud800" <= char <= "\udfff" for char in reason):
+        raise InvalidReason(f"{REASON_RULE} (got {printable(reason[:80])!r})")
+    return reason
 
 
 class TradingState(StrEnum):
@@ -128,15 +150,23 @@ def set_trading_state(
     """Persist the kill switch as `state` and append a "control" ledger entry, committed together.
 
     `session_factory` must write (not `read_only`). `now` (UTC, defaults to the wall clock) stamps the row and
-    the ledger entry. Setting the state it already has is recorded too: the reason may have changed.
+    the ledger entry. Setting the state it already has is recorded too: the reason may have changed. A reason
+    that `checked_reason` refuses raises InvalidReason before anything is written.
     """
     new_state = TradingState(state)
+    reason = checked_reason(reason)
     stamp = now or utc_now()
     with session_factory.begin() as session:
         snapshot = _write(
             session, state=new_state, reason=reason, by=by, cancel_open=cancel_open, action="set", now=stamp
         )
-    log.warning("trading state set to %s by %s (cancel open orders: %s): %s", new_state.value, by, cancel_open, reason)
+    log.warning(
+        "trading state set to %s by %s (cancel open orders: %s): %s",
+        new_state.value,
+        printable(by),
+        cancel_open,
+        printable(reason),
+    )
     return snapshot
 
 
@@ -173,5 +203,5 @@ def acknowledge_cancel_open(
             action="cancel_open_done",
             now=stamp,
         )
-    log.info("open orders cancelled for trading state %s (acknowledged by %s)", current.state.value, by)
+    log.info("open orders cancelled for trading state %s (acknowledged by %s)", current.state.value, printable(by))
     return True

@@ -83,7 +83,14 @@ def validate(ctx: typer.Context, symbol: SymbolOpt = None, timeframe: TimeframeO
 
     settings = settings_of(ctx)
     lake = make_lake(settings)
-    audits = audit_lake(lake, SystemClock().now_ms(), settings.validation.results_dir, symbol, timeframe)
+    audits = audit_lake(
+        lake,
+        SystemClock().now_ms(),
+        settings.validation.results_dir,
+        symbol,
+        timeframe,
+        max_close_jump=settings.validation.max_close_jump,
+    )
     render.print_audit(lake.uri, audits)
     if not all(a.passed for a in audits):
         raise CTAError(
@@ -93,9 +100,18 @@ def validate(ctx: typer.Context, symbol: SymbolOpt = None, timeframe: TimeframeO
 
 @lake_app.command("show")
 def lake_show(ctx: typer.Context) -> None:
-    """Summarise the lake: markets, partitions, rows, first/last candle."""
+    """Summarise the lake: markets, partitions, rows, first/last candle, and each market's status: every
+    partition is checked against its manifest (the same check every reader of the lake makes)."""
     from cta.components import make_lake
-    from cta.lake import summarize
+    from cta.lake import summarize_status
 
     lake = make_lake(settings_of(ctx))
-    render.print_lake_summary(lake.uri, summarize(lake.manifests()))
+    statuses = lake.partition_status()
+    render.print_lake_summary(lake.uri, summarize_status(statuses))
+    corrupt = [s for s in statuses if s.problem]
+    if corrupt:
+        first = corrupt[0]
+        raise CTAError(
+            f"{len(corrupt)} corrupt lake partition(s), e.g. {first.market} {first.month}: {first.problem}; "
+            "nothing will read them (see the status column)"
+        )

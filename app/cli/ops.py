@@ -106,14 +106,21 @@ def down(ctx: typer.Context) -> None:
 
 @config_app.command("show")
 def config_show(ctx: typer.Context) -> None:
-    """Print the effective configuration (secrets only as set/unset) and its hash."""
+    """Print the effective configuration (secrets only as set/unset, passwords in URLs masked), its hash, whether
+    the promotion gate is on, and any warnings."""
     settings = settings_of(ctx)
     secrets = {
         name: ("set" if getattr(settings.secrets, name) else "unset") for name in type(settings.secrets).model_fields
     }
-    console.print_json(
-        json.dumps({"config_hash": settings.config_hash(), "settings": settings.public_dict(), "secrets": secrets})
-    )
+    gate = settings.backtest.gate
+    shown = {
+        "config_hash": settings.config_hash(),
+        "settings": settings.shown_dict(),
+        "secrets": secrets,
+        "gate": {"status": "off" if gate.is_off else "on", "checks_off": list(gate.checks_off())},
+        "warnings": settings.warnings(),
+    }
+    console.print_json(json.dumps(shown))
 
 
 @cli.command()
@@ -137,6 +144,10 @@ def demo(ctx: typer.Context) -> None:
         render.print_lake_summary(lake.uri, summarize(lake.manifests()))
         render.print_features(result["features"])
         render.print_training(result["training"])
+        if settings.backtest.gate.is_off:
+            console.print(
+                "[bold red]the promotion gate is OFF[/] (every threshold refuses nothing): see `cta config show`"
+            )
         render.print_verdicts(result["verdicts"])
         if settings.serving.max_bars is None:
             settings = with_serving(settings, max_bars=48)

@@ -9,6 +9,9 @@ Admin endpoints (no auth, no weight, not counted; bind to 127.0.0.1):
 - GET  /_cta/faults                -> armed one-shot faults
 - POST /_cta/faults {"kind", "path"?, "count"?, "method"?}; DELETE /_cta/faults clears them
 - GET  /_cta/state                 -> balances, open orders, trade count, request counts per path
+
+Request counts are kept per known route only; every other path and method is counted under one key
+(OTHER), so junk requests cannot grow the server's memory.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from cta.exchange_server.settings import LocalExchangeSettings, parse_start_ms
 logger = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "/_cta/"
+OTHER = "<other>"  # the one counter key for paths (and methods) that are not routes
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 INTERNAL_ERROR_BODY = {
     "code": -1001,
@@ -85,6 +89,7 @@ class ExchangeService:
         self._counts: Counter[str] = Counter()
         self._method_counts: Counter[tuple[str, str]] = Counter()
         self._routes = self._build_routes()
+        self._paths = frozenset(path for _, path in self._routes)
 
     def _build_routes(self) -> dict[tuple[str, str], Route]:
         api = self.api
@@ -118,12 +123,20 @@ class ExchangeService:
 
     # ----- thread-safe views ---------------------------------------------------------------------
 
+    def _count_keys(self, method: str, path: str) -> tuple[str, tuple[str, str]]:
+        """The counter keys of a request: its path and (method, path) if they are a route, else OTHER."""
+        path_key = path if path in self._paths else OTHER
+        method_key = (method, path) if (method, path) in self._routes else (OTHER, path_key)
+        return path_key, method_key
+
     def request_count(self, path: str, method: str | None = None) -> int:
-        """Requests received for `path` (host prefix optional), admin endpoints excluded; only `method` if given."""
+        """Requests received for `path` (host prefix optional), admin endpoints excluded; only `method` if given.
+        Paths and methods that are not routes are counted together: ask for OTHER."""
+        path_key, method_key = self._count_keys((method or "").upper(), normalize_path(path))
         with self._lock:
             if method is None:
-                return self._counts[normalize_path(path)]
-            return self._method_counts[(method.upper(), normalize_path(path))]
+                return self._counts[path_key]
+            return self._method_counts[method_key]
 
     def snapshot(self) -> dict[str, Any]:
         """What GET /_cta/state answers."""
@@ -161,9 +174,10 @@ class ExchangeService:
         if path.startswith(ADMIN_PREFIX):
             return await self._admin(request, path)
         method = request.method
+        path_key, method_key = self._count_keys(method, path)
         with self._lock:
-            self._counts[path] += 1
-            self._method_counts[(method, path)] += 1
+            self._counts[path_key] += 1
+            self._method_counts[method_key] += 1
         raw_query = request.rel_url.raw_query_string
         raw_body = await request.text() if request.can_read_body else ""
         try:

@@ -5,6 +5,12 @@ File names understood in a data directory:
 - `<BASE>_<QUOTE>-<tf>.csv[.gz]` or `.parquet`, e.g. `ETH_USDT-1m.parquet`.
 Columns: `timestamp` (or `ts`) = open time in UTC epoch ms, then open, high, low, close, volume.
 
+A file is served as it is, or refused: a missing or non-numeric value, a repeated open time, or open times
+that are not epoch milliseconds (seconds, say) stop the server with an error naming the file and line,
+because serving them would mean silently dropping or choosing rows (and orders cannot fill at NaN). Any
+other oddity (a high below the close, a zero price, a 10x spike) is served unchanged, for the ingestion
+gate to quarantine. Rows are served in time order.
+
 Besides per-timeframe series, each symbol has an execution *tape*: the finest candles available for
 every stretch of time (a coarser candle is used only where no finer one overlaps it). Order matching
 reads the tape, so fills follow the most detailed real prices the server holds.
@@ -12,9 +18,11 @@ reads the tape, so fills follow the most detailed real prices the server holds.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from cta.candles import timestamp_units, wrong_unit_note
 from cta.errors import ConfigError
 from cta.timeframes import TIMEFRAME_MS, timeframe_ms
 
@@ -90,15 +99,20 @@ class CandleSeries:
         return int(self.ts.shape[0])
 
     @classmethod
-    def from_frame(cls, symbol: str, timeframe: str, frame: pd.DataFrame) -> CandleSeries:
-        """Build from a frame with `ts` or `timestamp` and OHLCV columns; rows with NaNs are dropped."""
+    def from_frame(
+        cls, symbol: str, timeframe: str, frame: pd.DataFrame, where: Callable[[int], str] | None = None
+    ) -> CandleSeries:
+        """Build from a frame with `ts` or `timestamp` and OHLCV columns, served as they are: ConfigError
+        naming the row (`where(i)` says where row i came from, e.g. "BTC_USDT-1h.csv line 7") for a missing or
+        non-numeric value, a repeated open time, or open times that are not epoch milliseconds."""
         timeframe_ms(timeframe)  # ConfigError for an unknown timeframe
-        data = frame.rename(columns={"timestamp": "ts"})
-        missing = [c for c in ("ts", "open", "high", "low", "close", "volume") if c not in data.columns]
+        data = frame.rename(columns={"timestamp": "ts"}).reset_index(drop=True)
+        where = where or (lambda i: f"{symbol} {timeframe} row {i + 1}")
+        missing = [c for c in _COLUMNS if c not in data.columns]
         if missing:
             raise ConfigError("data_dir", symbol, f"candles for {timeframe} lack columns {missing}")
-        data = data.loc[:, ["ts", "open", "high", "low", "close", "volume"]].dropna()
-        data = data.astype({"ts": "int64"}).sort_values("ts", kind="stable").drop_duplicates("ts", keep="last")
+        data = _servable(data.loc[:, list(_COLUMNS)], where)
+        data = data.sort_values("ts", kind="stable")
         return cls(
             symbol=symbol,
             timeframe=timeframe,
@@ -124,6 +138,43 @@ class CandleSeries:
             lo = int(np.searchsorted(self.ts, start_ms, side="left"))
             return range(lo, max(lo, min(hi, lo + limit)))
         return range(max(0, hi - limit), hi)
+
+
+_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
+
+
+def _servable(data: pd.DataFrame, where: Callable[[int], str]) -> pd.DataFrame:
+    """`data` with numeric dtypes, or ConfigError naming the first row the server cannot serve as it is."""
+
+    def refuse(row: int, problem: str, count: int) -> ConfigError:
+        more = f" ({count - 1} more rows like it)" if count > 1 else ""
+        return ConfigError(
+            "data_dir", where(row), f"{problem}{more}; the local exchange serves candle files as they are, fix the file"
+        )
+
+    numeric = data.apply(lambda c: c if pd.api.types.is_numeric_dtype(c) else pd.to_numeric(c, errors="coerce"))
+    for column in _COLUMNS:
+        bad = np.flatnonzero(numeric[column].isna().to_numpy())
+        if bad.size:
+            value = data[column].iloc[bad[0]]
+            problem = "missing (empty or NaN)" if pd.isna(value) else f"not a number ({str(value)[:40]!r})"
+            raise refuse(int(bad[0]), f"{column} {problem}", bad.size)
+    ts = numeric["ts"].to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(ts != np.round(ts))
+    if bad.size:
+        raise refuse(int(bad[0]), f"open time {ts[bad[0]]!r} is not a whole number of milliseconds", bad.size)
+    ts_int = numeric["ts"].astype("int64")
+    bad = np.flatnonzero(timestamp_units(ts_int) != "ms")
+    if bad.size:
+        first = int(ts_int.iloc[bad[0]])
+        note = wrong_unit_note(first) or f"{first} is not a time between 2000 and 2100 in epoch milliseconds"
+        raise refuse(int(bad[0]), f"open time {note}", bad.size)
+    repeated = np.flatnonzero(ts_int.duplicated(keep="first").to_numpy())
+    if repeated.size:
+        row = int(repeated[0])
+        earlier = int(np.flatnonzero(ts_int.to_numpy() == ts_int.iloc[row])[0])
+        raise refuse(row, f"open time {int(ts_int.iloc[row])} repeated (first at {where(earlier)})", repeated.size)
+    return numeric.astype({"ts": "int64", **dict.fromkeys(_COLUMNS[1:], "float64")})
 
 
 @dataclass(frozen=True)
@@ -200,6 +251,7 @@ class CandleStore:
         if not directory.is_dir():
             raise ConfigError("data_dir", str(directory), "not a directory")
         frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
+        origins: dict[tuple[str, str], list[tuple[int, Path]]] = {}  # (first row, file) of each part
         for path in sorted(directory.iterdir()):
             parsed = parse_candle_file_name(path.name)
             if parsed is None:
@@ -207,8 +259,10 @@ class CandleStore:
             base, quote, tf = parsed
             if tf not in TIMEFRAME_MS:
                 raise ConfigError("data_dir", str(path), f"unsupported timeframe {tf!r}")
-            frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-            frames.setdefault((f"{base}/{quote}", tf), []).append(frame)
+            frame = _read_candle_file(path)
+            parts = frames.setdefault((f"{base}/{quote}", tf), [])
+            origins.setdefault((f"{base}/{quote}", tf), []).append((sum(len(f) for f in parts), path))
+            parts.append(frame)
             logger.debug("loaded %d candles from %s", len(frame), path)
         if not frames:
             raise ConfigError(
@@ -218,7 +272,8 @@ class CandleStore:
                 "or <BASE>_<QUOTE>-<tf>.csv[.gz] / .parquet)",
             )
         return cls(
-            CandleSeries.from_frame(sym, tf, pd.concat(parts, ignore_index=True)) for (sym, tf), parts in frames.items()
+            CandleSeries.from_frame(sym, tf, pd.concat(parts, ignore_index=True), _locator(origins[(sym, tf)]))
+            for (sym, tf), parts in frames.items()
         )
 
     @property
@@ -261,6 +316,27 @@ class CandleStore:
         lo = int(np.searchsorted(tape.close_ms, after_ms, side="right"))
         hi = int(np.searchsorted(tape.close_ms, until_ms, side="right"))
         return [tape.bar(i) for i in range(lo, hi)]
+
+
+def _locator(parts: list[tuple[int, Path]]) -> Callable[[int], str]:
+    """Row i of the concatenated files -> "<file> line N" (CSV: line 1 is the header) or "<file> row N"."""
+
+    def where(i: int) -> str:
+        start, path = parts[bisect.bisect_right([s for s, _ in parts], i) - 1]
+        return f"{path} row {i - start + 1}" if path.suffix == ".parquet" else f"{path} line {i - start + 2}"
+
+    return where
+
+
+def _read_candle_file(path: Path) -> pd.DataFrame:
+    """A candle file's rows as stored (a column with text in it stays text, to be named by the checks)."""
+    try:
+        # "", "NaN", "null"... become missing values; text stays text. `timestamp` is renamed per file, so
+        # files that name the column differently still line up when a market's files are joined.
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        return frame.rename(columns={"timestamp": "ts"})
+    except (OSError, ValueError, EOFError, zlib.error) as e:  # unreadable, a truncated gzip, not CSV/Parquet
+        raise ConfigError("data_dir", str(path), f"unreadable candle file ({type(e).__name__}: {e})") from None
 
 
 def market_id(symbol: str) -> str:

@@ -61,6 +61,10 @@ RAY_ENV_DEFAULTS = {
     "RAY_AUTH_MODE": "disabled",  # no token warning, no ~/.ray/auth_token
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }
+# One node only: every Ray process (GCS, raylet, agents, workers, the driver's core worker) listens on 127.0.0.1,
+# not on the machine's interfaces (Ray's default, unauthenticated here). Ray reads this at import, so it is set
+# before `import ray`; with it, Ray also refuses to join a multi-node cluster (see docs/security.md).
+RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 POLICY_FILE = "policy.pt2"
 TORCH_REQUIREMENT = "torch==2.13.0"
 SINGLE_THREAD_ROWS = 1024  # network batches up to this many rows run on one torch thread
@@ -189,14 +193,20 @@ def ray_session(root: Path) -> Iterator[None]:
     already running session (the caller's) is reused and left running."""
     for name, value in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    os.environ.update(RAY_LOOPBACK_ENV)
     logging.getLogger("ray.rllib.utils.framework").setLevel(logging.ERROR)  # "Not importing TensorFlow" x20
     import ray
+    from ray._private import ray_constants
 
     if ray.is_initialized():
         yield
         return
+    # Ray was imported before the variable was set (by the caller): Ray reads the flag when it picks the node's
+    # address, so set it there too (the processes ray.init starts inherit the variable).
+    ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(
         num_cpus=2,
+        _node_ip_address="127.0.0.1",
         include_dashboard=False,
         log_to_driver=False,
         _temp_dir=str(root / "ray"),
