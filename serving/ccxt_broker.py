@@ -142,6 +142,22 @@ class CcxtBroker:
     def on_candle_open(self, market: Market, candle_ts: int, open_price: float) -> None:
         """Nothing to do: the exchange fills a market order when it arrives."""
 
+    def venue_amount(self, market: Market, amount: float, price: float) -> float:
+        """`amount` cut to the market's amount precision (as ccxt would send it); 0.0 when that is below the market's
+        minimum amount or its minimum notional at `price` (from the markets loaded at start)."""
+        from ccxt.base.errors import InvalidOrder  # ccxt is loaded: the client is a ccxt exchange
+
+        if not self._client.markets or market.symbol not in self._client.markets:
+            return amount  # markets not loaded (start() loads them): the venue decides
+        try:
+            cut = float(self._client.amount_to_precision(market.symbol, amount))
+        except InvalidOrder:  # below the precision's smallest step
+            return 0.0
+        limits = self._client.market(market.symbol).get("limits") or {}
+        min_amount = (limits.get("amount") or {}).get("min") or 0.0
+        min_cost = (limits.get("cost") or {}).get("min") or 0.0
+        return 0.0 if cut <= 0.0 or cut < float(min_amount) or cut * price < float(min_cost) else cut
+
     async def holdings(self, market: Market) -> Holdings:
         """Free base units and free quote cash, from the balance view (fetched only when it is missing or too old)."""
         async with self._lock:

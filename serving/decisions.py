@@ -125,13 +125,14 @@ async def place_order(
         execution.slippage,
         execution.fee_rate,
     )
-    amount = wanted - holdings.units
-    if abs(amount) * close < DUST_NOTIONAL:  # e.g. a sell wanted after an entry that never executed
+    amount = wanted - holdings.units  # the holdings are the truth: the order's side is where they must move
+    sendable = broker.venue_amount(state.market, abs(amount), close) if abs(amount) * close >= DUST_NOTIONAL else 0.0
+    if sendable <= 0.0:  # e.g. a sell wanted after an entry that never executed, or a step below the venue's minimum
         return OrderResult(None, "nothing to trade: the holdings already are the target", at_target=True)
     request = OrderRequest(
         market=state.market,
-        side="buy" if delta > 0 else "sell",
-        amount=abs(amount),
+        side="buy" if amount > 0 else "sell",
+        amount=sendable,
         target=target,
         candle_ts=ts,
         reference_price=close,

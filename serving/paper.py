@@ -51,6 +51,10 @@ class PaperBroker:
         self._accounts: dict[str, tuple[float, float]] = {}  # market -> (units, cash), from the fills
         self._idle: set[str] = set()  # markets known to have no order waiting for a fill (no query per candle)
 
+    def venue_amount(self, market: Market, amount: float, price: float) -> float:
+        """The paper venue takes any amount (it sizes each order at its fill from the target anyway)."""
+        return amount
+
     async def start(self) -> ReconcileReport:
         """Nothing external to reconcile: orders acknowledged before a restart fill at the next candle.
         An intent that never got acknowledged (a crash between commit and acknowledgement) is

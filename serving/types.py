@@ -111,6 +111,12 @@ class Broker(Protocol):
         price, so the worker keeps a cash buffer for the price moving before the fill)."""
         ...
 
+    def venue_amount(self, market: Market, amount: float, price: float) -> float:
+        """`amount` (> 0) as the venue would take it: cut to its amount precision, 0.0 when below its minimum
+        amount or notional at `price`. An order the venue would refuse for its size is never sent: the worker
+        treats the holdings as at the target instead (a rejection would leave its target behind the holdings)."""
+        ...
+
     async def start(self) -> ReconcileReport:
         """Reconcile with the venue before any new order."""
         ...

@@ -358,3 +358,17 @@ def test_lookup_by_client_order_id_finds_what_ccxt_placed(exchange_server: Local
     with pytest.raises(ccxt.OrderNotFound):
         client.fetch_order(None, "BTC/USDT", {"origClientOrderId": "t1-absent"})
     assert found["timestamp"] == EXCHANGE_START_MS  # exchange times are the replay clock's, not the wall's
+
+
+def test_an_amount_the_venue_would_refuse_for_its_size_is_zero(
+    exchange_server: LocalExchangeServer, worker_db: sessionmaker[Session]
+) -> None:
+    """The local exchange's rules (step 0.00001 BTC, minimum notional 5 USDT), as ccxt loaded them at start."""
+
+    async def scenario(broker: CcxtBroker) -> list[float]:
+        cases = [(0.000004, 30_000.0), (0.0123456789, 30_000.0), (0.0001, 30_000.0), (0.001, 30_000.0)]
+        return [broker.venue_amount(DRILL_MARKET, amount, price) for amount, price in cases]
+
+    below_step, cut, below_notional, fine = with_broker(exchange_server, worker_db, scenario)
+    assert below_step == 0.0 and below_notional == 0.0
+    assert cut == pytest.approx(0.01234) and fine == pytest.approx(0.001)

@@ -5,17 +5,25 @@ send believed it was long while flat, and a long/flat model then never traded ag
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections import deque
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from cta.config import load_settings
+from cta.execution import SIZE_HAIRCUT, Execution
 from cta.lake import Market
+from serving.control import ControlSnapshot, TradingState
+from serving.decisions import place_order
 from serving.market_state import MarketState
 from serving.models import Decision
 from serving.orders import OrderStatus, never_executed
 from serving.repository import apply_exchange_update, get_order, record_intent
 from serving.target import ORDER_UNDER_WAY, OrderResult, follow_order, restore_interrupted_order, settle_in_flight
+from serving.types import Holdings, OrderOutcome, OrderRequest
+from tests.conftest import CONFIG_DIR
 
 BTC = Market("binance", "BTC/USDT", "1h")
 CANDLE = 1_654_041_600_000
@@ -149,3 +157,72 @@ def test_an_order_in_flight_that_executed_keeps_the_target(worker_db: sessionmak
 def test_never_executed() -> None:
     assert never_executed(OrderStatus.REJECTED, 0.0) and never_executed("CANCELLED", 0.0)
     assert not never_executed(OrderStatus.CANCELLED, 0.1) and not never_executed(OrderStatus.UNKNOWN, 0.0)
+
+
+class HeldBroker:
+    """A broker whose venue refuses steps below 0.00001 units: only what `place_order` asks of it (holdings, the
+    venue's amount) is answered; a submit would be a failure of the test."""
+
+    name = "held"
+    sizes_at_fill = False
+
+    def __init__(self, units: float, cash: float) -> None:
+        self.held = Holdings(units, cash)
+        self.sent: list[OrderRequest] = []
+
+    async def holdings(self, market: Market) -> Holdings:
+        return self.held
+
+    def venue_amount(self, market: Market, amount: float, price: float) -> float:
+        cut = math.floor(amount / 0.00001) * 0.00001
+        return cut if cut * price >= 5.0 else 0.0
+
+    async def submit(self, request: OrderRequest) -> OrderOutcome:
+        self.sent.append(request)
+        return OrderOutcome("cta-x", OrderStatus.FILLED, request.amount)
+
+
+def place(broker: HeldBroker, target: float, delta: float) -> OrderResult:
+    settings = load_settings(env={}, config_dir=CONFIG_DIR)
+    execution = Execution(fee_rate=0.001, slippage=0.0, position_fraction=1.0, initial_cash=10_000.0)
+    control = ControlSnapshot("trading", TradingState.RUNNING, "", None, None)
+    return asyncio.run(
+        place_order(
+            broker,  # type: ignore[arg-type]
+            settings,
+            execution,
+            state(target - delta),
+            ts=CANDLE,
+            close=30_000.0,
+            target=target,
+            delta=delta,
+            decision_id=1,
+            model=None,
+            now=CANDLE + 3_600_000,
+            control=control,
+        )
+    )
+
+
+def test_a_difference_below_the_venues_minimum_is_at_the_target_not_a_rejected_order() -> None:
+    """The worker believed it was flat while it held the long it wanted (a restart under load): each long candle
+    sent a buy of a few satoshis that the venue refused, its target stayed flat, the flat candles were holds, and
+    the position the model did not want on those candles was never sold. Now the step is not sent: the target
+    reaches the holdings, and the next flat candle sells."""
+    buffer = load_settings(env={}, config_dir=CONFIG_DIR).serving.cash_buffer
+    units, close = 0.2, 30_000.0
+    # the cash with which a target of 1 holds 0.000003 more than `units`: a buy below the venue's 0.00001 step
+    cash = (units + 0.000003) * close * 1.001 / ((1 - buffer) * (1 - SIZE_HAIRCUT)) - units * close * 0.999
+    broker = HeldBroker(units=units, cash=cash)
+    result = place(broker, target=1.0, delta=1.0)
+    assert result.at_target and broker.sent == []
+    market = state(0.0)
+    follow_order(market, 1.0, result)
+    assert market.target == 1.0
+
+
+def test_the_side_follows_the_holdings_not_the_decisions_sign() -> None:
+    """A target of 1 from a believed 0 while holding more than a target of 1 holds: a sell, not a buy."""
+    broker = HeldBroker(units=0.5, cash=0.0)
+    result = place(broker, target=1.0, delta=1.0)
+    assert result.order_id == "cta-x" and [r.side for r in broker.sent] == ["sell"]
