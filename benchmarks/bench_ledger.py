@@ -1,6 +1,8 @@
 """The ledger as a Merkle log: appends per second with checkpoints off and on (SQLite file, one transaction per
 append, as the worker commits), and inclusion / consistency proofs at 1 M entries (the pure `cta.merkle`
-functions over 1 M leaf hashes: size and time per proof, and the one-off cost of building the tree).
+functions over 1 M leaf hashes: size and time per proof, and the one-off cost of building the tree). Beside them, in
+the same run, the alternative: pymerkle's in-memory RFC 6962 tree (the independent implementation the tests
+cross-check against) building the same number of entries and proving inclusion and consistency in it, and the ratios.
 
     python -m benchmarks.run ledger [--quick]
 """
@@ -102,9 +104,62 @@ def _proofs(leaves: int, samples: int) -> list[dict[str, Any]]:
     ]
 
 
+def _versus_pymerkle(leaves: int, samples: int) -> list[dict[str, Any]]:
+    """The same entries through cta.merkle and through pymerkle: build (entries hashed as leaves), then median
+    inclusion and consistency proof times; each side verifies its own proofs' first answer against the other's root."""
+    import pymerkle
+
+    data = [f"entry {i}".encode() for i in range(leaves)]
+    t0 = time.perf_counter()
+    levels = merkle.Levels([merkle.leaf_hash(d) for d in data])
+    ours_build = time.perf_counter() - t0
+    tree = pymerkle.InmemoryTree(algorithm="sha256")
+    t0 = time.perf_counter()
+    for d in data:
+        tree.append_entry(d)
+    theirs_build = time.perf_counter() - t0
+    assert tree.get_state() == levels.root()
+    step = max(1, leaves // samples)
+    ours_inc, theirs_inc, ours_con, theirs_con = [], [], [], []
+    for index in range(0, leaves, step):
+        t0 = time.perf_counter()
+        merkle.inclusion_proof(index, leaves, levels)
+        t1 = time.perf_counter()
+        tree.prove_inclusion(index + 1, leaves)  # pymerkle counts leaves from 1
+        t2 = time.perf_counter()
+        ours_inc.append(t1 - t0)
+        theirs_inc.append(t2 - t1)
+    for old in range(1, leaves, step):
+        t0 = time.perf_counter()
+        merkle.consistency_proof(old, leaves, levels)
+        t1 = time.perf_counter()
+        tree.prove_consistency(old, leaves)
+        t2 = time.perf_counter()
+        ours_con.append(t1 - t0)
+        theirs_con.append(t2 - t1)
+    rows = []
+    for case, ours, theirs in (
+        ("build from entries", [ours_build], [theirs_build]),
+        ("inclusion proof (median)", ours_inc, theirs_inc),
+        ("consistency proof (median)", ours_con, theirs_con),
+    ):
+        mine, other = statistics.median(ours), statistics.median(theirs)
+        rows.append(
+            {
+                "case": f"{case}: cta.merkle vs pymerkle",
+                "entries": leaves,
+                "cta_us": 1e6 * mine,
+                "pymerkle_us": 1e6 * other,
+                "pymerkle_over_cta": other / mine if mine else None,
+            }
+        )
+    return rows
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     entries = 300 if args.quick else 2000
     leaves = 50_000 if args.quick else 1_000_000
     rows = [_appends(entries, None), _appends(entries, 100), _appends(entries, 1)]
     rows += _proofs(leaves, samples=200)
+    rows += _versus_pymerkle(20_000 if args.quick else 200_000, samples=100)
     return rows
