@@ -2,7 +2,10 @@
 
 The manager polls the alias; when it moves, it loads the new version off the event loop, runs a smoke
 prediction on recent feature rows, and only then swaps it in. Any failure (missing or corrupt
-artifact, a prediction that is not a position) keeps the last good model serving and is reported.
+artifact, a prediction that is not a position) keeps the last good model serving and is reported. A champion
+that cannot be smoke-tested yet because the worker has no feature rows is not a broken champion: it is kept
+loaded and smoke-tested again at the next poll (the worker gets rows from the candle lake when the exchange
+cannot serve its history), instead of being refused until the alias moves.
 With no champion a market trades nothing, and says why. An unavailable registry (tracking server or store
 down) is told apart from "no champion": the last good model keeps serving, and a version that failed to load
 while the registry was down is tried again once it answers (not taken for a broken artifact). With a `probe`
@@ -75,13 +78,18 @@ class ModelSlot:
     current: LoadedModel | None = None
     problem: str | None = None  # why the market has no (new) model, for status and logs
     failed_version: str | None = None  # a version that failed to load (not retried until the alias moves)
+    untested: LoadedModel | None = None  # loaded, waiting for feature rows to smoke-test it (tried at each poll)
     checked_at: float = field(default=0.0)
 
 
+class NoSmokeRows(ValueError):
+    """No feature rows to smoke-test a model with yet: not the model's fault (tried again at the next poll)."""
+
+
 def smoke_check(model: LoadedModel, rows: pd.DataFrame) -> None:
-    """Predict on recent rows: one finite position in [-1, 1] per row, else ValueError."""
+    """Predict on recent rows: one finite position in [-1, 1] per row, else ValueError (NoSmokeRows: no rows)."""
     if rows.empty:
-        raise ValueError("no feature rows to smoke-test the model with")
+        raise NoSmokeRows("no feature rows to smoke-test the model with")
     output = model.predict(rows)
     if len(output) != len(rows):
         raise ValueError(f"smoke prediction returned {len(output)} values for {len(rows)} rows")
@@ -174,12 +182,22 @@ class ModelManager:
             return
         if slot.failed_version == version:
             return
+        untested = slot.untested if slot.untested is not None and slot.untested.version == version else None
+        slot.untested = None
         try:
-            loaded = await asyncio.to_thread(self.loader, self.client, slot.name, version)
+            if untested is None:
+                loaded = await asyncio.to_thread(self.loader, self.client, slot.name, version)
+            else:
+                loaded = untested
             if self.smoke_rows is None:
                 raise ValueError("no feature rows to smoke-test with (no worker serves with this manager)")
-            rows = self.smoke_rows(market)
+            rows = await asyncio.to_thread(self.smoke_rows, market)
             await asyncio.to_thread(smoke_check, loaded, rows.tail(max(loaded.history_rows * 4, 8)))
+        except NoSmokeRows as e:  # the worker has no rows yet: not the version's fault, tried again at the next poll
+            slot.untested = loaded
+            slot.problem = f"champion v{version} loaded, not smoke-tested yet ({e}); {kept}"
+            log.warning("%s: %s", market, slot.problem)
+            return
         except Exception as e:  # noqa: BLE001 (any load or smoke failure keeps the last good model)
             down = await self._registry_down()
             if down is not None:  # not the version's fault: load it again once the registry answers

@@ -25,11 +25,12 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cta.components import make_lake
 from cta.config import Settings
 from cta.decide import decide
 from cta.errors import CTAError
 from cta.execution import Execution, warm_execution_rules
-from cta.lake import Market
+from cta.lake import CandleLake, Market
 from cta.timeframes import timeframe_ms
 from cta.validation import candle_problem
 from features.compute import compute_features, compute_newest, history_needed
@@ -70,8 +71,12 @@ class Worker:
         now_ms: Callable[[], Awaitable[int]],
         metrics: Any | None = None,
         sealer: Sealer | None = None,
+        lake: CandleLake | None = None,
     ) -> None:
         self.settings = settings
+        # the candles the pipeline stored: the history the warm-up falls back on when the exchange cannot serve it
+        # (None: the settings' lake, opened when first needed)
+        self.lake = lake
         self.sessions = sessions
         self.broker = broker
         self.models = models
@@ -117,12 +122,22 @@ class Worker:
             end = state.last_ts if state.last_ts is not None else _last_closed_open(now, state.bar_ms)
             since = end - (self.history + 4) * state.bar_ms
             rows = [r for r in await self.fetch_candles(state.market, since, self.history + 8) if r[0] <= end]
+            stored = 0
+            if len(rows) < self.history:  # the exchange cannot serve the history (yet): the lake's candles
+                rows, stored = self._with_stored_candles(state.market, rows, since, end)
             for row in rows:
                 state.candles.append(list(row))
             if state.last_ts is None and rows:
                 state.last_ts = int(rows[-1][0])
             self._warm_features(state)
-            log.info("%s: warmed %d candles up to %s; target %.2f", key, len(rows), state.last_ts, state.target)
+            log.info(
+                "%s: warmed %d candles (%d from the lake) up to %s; target %.2f",
+                key,
+                len(rows),
+                stored,
+                state.last_ts,
+                state.target,
+            )
         # Everything loaded so far (libraries, models) is long-lived: out of the cyclic collector's scans, so that a
         # full collection during a decision walks only what the loop allocates (with TensorFlow loaded, one took
         # 60-240 ms inside a decision).
@@ -137,9 +152,60 @@ class Worker:
             state.features.append(row)
 
     def feature_frame(self, market: str) -> pd.DataFrame:
-        """The market's recent feature rows (model context; the model manager's smoke rows)."""
-        rows = self.states[market].features
-        return pd.DataFrame(np.stack(rows) if rows else None, columns=self.columns)
+        """The market's recent feature rows (model context; the model manager's smoke rows). With none in memory
+        (the exchange could not serve the history, e.g. a replay clock behind the last decision), the features of
+        the newest candles the lake holds up to the last candle processed: a champion is smoke-tested on real
+        rows instead of being refused."""
+        state = self.states[market]
+        if state.features:
+            return pd.DataFrame(np.stack(state.features), columns=self.columns)
+        return self._stored_feature_frame(state)
+
+    def _stored_candles(self, market: Market, since: int | None, end: int) -> pd.DataFrame:
+        """The lake's candles of `market` with since <= ts <= end; empty when the lake has none or cannot be read."""
+        try:
+            return self._lake().read(market, since, end + 1)
+        except (CTAError, OSError, ValueError) as e:
+            log.warning("%s: the candle lake could not be read (%s: %s)", market, type(e).__name__, e)
+            return pd.DataFrame(columns=CANDLE_COLUMNS)
+
+    def _with_stored_candles(
+        self, market: Market, rows: list[list[Any]], since: int, end: int
+    ) -> tuple[list[list[Any]], int]:
+        """`rows` (the exchange's) completed with the lake's candles of the same span; how many came from the lake."""
+        stored = self._stored_candles(market, since, end)
+        have = {int(r[0]) for r in rows}
+        extra = [
+            [int(r.ts), float(r.open), float(r.high), float(r.low), float(r.close), float(r.volume)]
+            for r in stored.itertuples(index=False)
+            if int(r.ts) not in have
+        ]
+        return sorted([*rows, *extra], key=lambda r: int(r[0])), len(extra)
+
+    def _stored_feature_frame(self, state: MarketState) -> pd.DataFrame:
+        keep = state.features.maxlen or 256
+        end = state.last_ts if state.last_ts is not None else self._newest_stored(state.market)
+        if end is None:
+            return pd.DataFrame(columns=self.columns)
+        candles = self._stored_candles(state.market, end - (self.history + keep) * state.bar_ms, end)
+        if len(candles) < self.history:  # the lake stops earlier (e.g. before a restored last decision): its newest
+            candles = self._stored_candles(state.market, None, end).tail(self.history + keep)
+        if len(candles) < self.history:
+            return pd.DataFrame(columns=self.columns)
+        frame = compute_features(candles, self.names)[self.columns].astype("float64").tail(keep)
+        log.info("%s: %d feature rows from the lake's candles (none in memory)", state.market, len(frame))
+        return frame.reset_index(drop=True)
+
+    def _newest_stored(self, market: Market) -> int | None:
+        try:
+            return self._lake().last_ts(market)
+        except (CTAError, OSError, ValueError):
+            return None
+
+    def _lake(self) -> CandleLake:
+        if self.lake is None:
+            self.lake = make_lake(self.settings)
+        return self.lake
 
     # --- the loop ---------------------------------------------------------------------------------
     async def step(self) -> int:

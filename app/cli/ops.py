@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from app.cli import render
-from app.cli.root import cli, config_app, console, flows_app, settings_of, use_prefect, with_serving
+from app.cli.root import cli, config_app, console, flows_app, settings_of, use_prefect
 from cta.config import Settings, with_overrides
 from cta.errors import CTAError
 
@@ -127,17 +127,18 @@ def config_show(ctx: typer.Context) -> None:
 def demo(ctx: typer.Context) -> None:
     """The main job on embedded defaults: the local exchange replaying real candles, the whole pipeline
     (ingest → validate → features → train → backtest → gate → promote) as one Prefect flow, then the
-    worker paper-trading each market's champion on the replay clock for `serving.max_bars` candles."""
+    worker paper-trading each market's champion on a new paper account for `serving.max_bars` candles (longer
+    while a champion has no fill yet), on the replay clock moved candle by candle; it ends with the orders and
+    fills per market and where to look."""
     settings = settings_of(ctx)
     prefect_api = use_prefect(settings)  # first: Prefect must be imported after its server is chosen
-    from app.demo import local_exchange_for
+    from app.demo import local_exchange_for, paper_session
     from app.local_servers import mlflow_ui
-    from app.serve import serve as run_serving
     from cta.components import make_lake
     from cta.lake import summarize
     from flows.pipeline import pipeline_flow
 
-    with local_exchange_for(settings, console.print):
+    with local_exchange_for(settings, console.print) as exchange:
         result = asyncio.run(pipeline_flow(settings))
         render.print_ingest(result["ingest"])
         lake = make_lake(settings)
@@ -148,12 +149,19 @@ def demo(ctx: typer.Context) -> None:
             console.print(
                 "[bold red]the promotion gate is OFF[/] (every threshold refuses nothing): see `cta config show`"
             )
+        render.print_gate(settings.backtest.gate, settings.profile)
         render.print_verdicts(result["verdicts"])
-        if settings.serving.max_bars is None:
-            settings = with_serving(settings, max_bars=48)
-        console.print(f"paper trading the champions for {settings.serving.max_bars} candles on the replay clock ...")
-        render.print_serving(asyncio.run(run_serving(settings)))
-    console.print("\n[bold]Where to look[/bold] (both keep running; `cta down` stops them):")
+        session = asyncio.run(paper_session(settings, exchange, console.print))
+        render.print_serving(session.rows)
+        render.print_paper_orders(session.orders)
+    render.print_trading_summary(session)
+    profile = "" if settings.profile == "default" else f"--profile {settings.profile} "
+    console.print("\n[bold]Where to look[/bold] (the UIs keep running; `cta down` stops them):")
+    console.print(
+        f"  Orders and fills: {session.database} (tables orders, fills, decisions); `cta {profile}ledger verify` "
+        "checks their hash-chained ledger",
+        highlight=False,
+    )
     if prefect_api:
         runs = f"{prefect_api.removesuffix('/api')}/runs"
         console.print(f"  Runs (Prefect UI): {runs}  (this demo's flow runs, their subflows and tasks)")
@@ -162,8 +170,8 @@ def demo(ctx: typer.Context) -> None:
         "`cta models list`"
     )
     console.print(
-        "  Trading: `cta serve` runs the worker with its API (GET /healthz, /readyz, /metrics, /api/positions, "
-        "/api/orders, /api/equity, /api/champion; token from CTA_API_TOKEN) on 127.0.0.1:8780; "
-        "`cta ledger verify`; `cta kill-switch halt --reason ...`"
+        f"  Trading: `cta {profile}serve` runs the worker on this paper account with its API (GET /healthz, /readyz, "
+        "/metrics, /api/positions, /api/orders, /api/equity, /api/champion; token from CTA_API_TOKEN; address "
+        "serving.api_host:serving.api_port, logged at start); `cta kill-switch halt --reason ...`"
     )
     console.print("  Schedules: `cta flows serve`, or `cta flows deploy` + `cta flows worker` (same Prefect server)")

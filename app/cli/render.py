@@ -4,6 +4,7 @@ verdicts, paper trading, lake audit). Presentation only."""
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
@@ -147,3 +148,81 @@ def print_serving(rows: list[dict[str, Any]]) -> None:
             row["note"],
         )
     console.print(table)
+
+
+def print_gate(gate: Any, profile: str) -> None:
+    """The promotion gate the verdicts were judged by, in words; plainly when it does not require beating
+    buy-and-hold (or is off)."""
+    must = {"flat": "staying flat (total return > 0 after costs)", "buy_and_hold": "buy-and-hold (a higher Sharpe)"}
+    beats = " and ".join(must[name] for name in gate.must_beat) or "no benchmark"
+    console.print(
+        f"promotion gate ({profile} profile): out-of-sample Sharpe >= {gate.min_sharpe:.2f}, max drawdown <= "
+        f"{gate.max_drawdown:.0%}, >= {gate.min_trades} trades, deflated Sharpe >= {gate.min_deflated_sharpe:.2f}, "
+        f"beats the champion by {gate.champion_margin:.2f} Sharpe, must beat {beats}",
+        markup=False,
+    )
+    if "buy_and_hold" not in gate.must_beat:
+        console.print(
+            "[bold yellow]this gate does NOT require beating buy-and-hold[/]: a champion may do worse than holding"
+        )
+
+
+def print_paper_orders(orders: list[dict[str, Any]], limit: int = 20) -> None:
+    """The paper account's orders (the last `limit`), each with its fill."""
+    if not orders:
+        console.print("paper orders: none")
+        return
+    shown = orders[-limit:]
+    title = f"paper orders and fills ({len(orders)} orders" + (
+        f", the last {limit} shown)" if len(orders) > limit else ")"
+    )
+    table = Table(title=title)
+    for column in ("market", "decided on candle (UTC)", "side", "amount", "status", "filled at (UTC)", "price", "fee"):
+        table.add_column(column, justify="right" if column in ("amount", "price", "fee") else "left")
+    for order in shown:
+        filled = order["fills"] > 0
+        table.add_row(
+            order["market"],
+            _utc(order["candle_ts"]),
+            order["side"],
+            f"{order['filled'] if filled else order['amount']:.6g}",
+            order["status"],
+            _utc(order["filled_ts"]) if filled else "waits for the next open",
+            _num(order["price"], "{:,.2f}"),
+            f"{order['fee']:.4g} {order['fee_currency'] or ''}".strip() if filled else "",
+        )
+    console.print(table)
+
+
+def print_trading_summary(session: Any) -> None:
+    """The last word of the demo: orders and fills per market, the candles traded, the account."""
+    span = f"candles {_utc(session.first_ms)} .. {_utc(session.last_ms)} UTC" if session.first_ms else "no candle"
+    console.print(f"\n[bold]Paper trading summary[/bold] ({span}; paper account {session.database}):", highlight=False)
+    per_market: dict[str, list[dict[str, Any]]] = {}
+    for order in session.orders:
+        per_market.setdefault(order["market"], []).append(order)
+    for row in session.rows:
+        orders = per_market.get(row["market"], [])
+        fills = sum(order["fills"] for order in orders)
+        if row["model"] == "none":
+            what = f"nothing traded: {row['note'] or 'no model'}"
+        else:
+            what = (
+                f"champion {row['model']}: {len(orders)} orders, {fills} fills over {row['bars']} candles, "
+                f"PnL {row['pnl']:+.2%} (buy & hold {row['buy_and_hold']:+.2%})"
+            )
+        console.print(f"  {row['market']}: {what}", markup=False, highlight=False)
+    if session.extended:
+        console.print(
+            f"  (planned for {session.candles} candles; went on while a champion had no fill yet or an order waited "
+            "for its fill)",
+            highlight=False,
+        )
+    for note in session.notes:
+        console.print(f"  note: {note}", markup=False, highlight=False)
+
+
+def _utc(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
