@@ -1,7 +1,8 @@
 """Ingestion: paginated backfill of CLOSED candles from a venue into the validated candle lake.
 
-`ingest_market` is the unit of work (one market): resume from the last stored candle, page through
-the venue at its max page size, keep only closed candles, validate each batch with the "candles"
+`ingest_market` is the unit of work (one market): resume from the last stored candle (or start at the
+venue's first candle when the configured start lies before its history), page through the venue at its
+max page size, keep only closed candles, validate each batch with the "candles"
 gate, quarantine rejected rows with reasons, and upsert the rest atomically. Gaps are reported,
 never filled. Timestamps in another unit than epoch milliseconds (a source sending seconds) are a broken
 source, not bad candles: the batch is quarantined and the run fails whatever `on_invalid` says, so a run
@@ -15,7 +16,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -148,13 +149,26 @@ async def ingest_market(
         max_close_jump=max_close_jump,
     )
     chunk_ms = page_limit * timeframe_ms(market.timeframe)
+    # The first page, asked alone: where the venue's candles begin. A venue answering "the first candles at or
+    # after `since`" (Binance, and anything speaking its dialect) names its first candle here, so a start date
+    # long before the venue's history costs this one request instead of one per empty page.
+    first_page: list[list[Any]] | None = None
+    if plan.expected > 0:
+        first_page = await source.fetch_ohlcv(market.symbol, market.timeframe, plan.since_ms, page_limit)
+        report.pages += 1
+        plan = jump_to_first_candle(plan, first_page, chunk_ms)
     chunk_starts = iter(range(plan.since_ms, plan.until_ms, chunk_ms))
 
-    def fetch(chunk_start: int) -> asyncio.Task[list[list[Any]]]:
+    def fetch(chunk_start: int, first_rows: list[list[Any]] | None = None) -> asyncio.Task[list[list[Any]]]:
         chunk_end = min(chunk_start + chunk_ms, plan.until_ms)
-        return asyncio.create_task(_fetch_chunk(source, market, (chunk_start, chunk_end), page_limit, report))
+        return asyncio.create_task(
+            _fetch_chunk(source, market, (chunk_start, chunk_end), page_limit, report, first_rows=first_rows)
+        )
 
-    in_flight = deque(fetch(c) for c in itertools.islice(chunk_starts, pages_in_flight))
+    in_flight: deque[asyncio.Task[list[list[Any]]]] = deque()
+    if (first_chunk := next(chunk_starts, None)) is not None:
+        in_flight.append(fetch(first_chunk, first_page))
+        in_flight.extend(fetch(c) for c in itertools.islice(chunk_starts, pages_in_flight - 1))
     buffer: list[list[Any]] = []
     try:
         while in_flight:
@@ -177,21 +191,52 @@ async def ingest_market(
     return report
 
 
+def jump_to_first_candle(plan: IngestPlan, first_page: Sequence[Sequence[Any]], chunk_ms: int) -> IngestPlan:
+    """Pure: `plan` starting at the venue's first candle when the answer to the first page (asked from
+    plan.since_ms) shows none in the whole first chunk; otherwise `plan` unchanged.
+
+    Only a candle the venue names moves the start: an empty answer (a venue answering by time window, or no
+    candle yet) keeps the plan, so nothing the venue holds can be skipped."""
+    step = timeframe_ms(plan.market.timeframe)
+    first = min((t for row in first_page if (t := _open_time(row)) is not None), default=None)
+    if first is None or first < plan.since_ms + chunk_ms:
+        return plan
+    since = min(first - (first - plan.since_ms) % step, plan.until_ms)  # on the plan's grid, never past its end
+    log.info(
+        "%s: the venue's first candle from %d is at %d: starting there (%d empty candle slots skipped)",
+        plan.market,
+        plan.since_ms,
+        first,
+        (since - plan.since_ms) // step,
+    )
+    return replace(plan, since_ms=since)
+
+
 async def _fetch_chunk(
-    source: CandleSource, market: Market, chunk: tuple[int, int], page_limit: int, report: IngestReport
+    source: CandleSource,
+    market: Market,
+    chunk: tuple[int, int],
+    page_limit: int,
+    report: IngestReport,
+    *,
+    first_rows: list[list[Any]] | None = None,
 ) -> list[list[Any]]:
     """Every candle the venue has with chunk_start <= open time < chunk_end, in venue order.
 
     One request when the chunk is full or the venue's answer runs past the chunk (a gap inside it);
-    more when the venue caps its pages below `page_limit` or the chunk ends in a gap.
+    more when the venue caps its pages below `page_limit` or the chunk ends in a gap. `first_rows`, if given,
+    is the venue's answer for the chunk's start already fetched (no venue candle lies between it and the chunk).
     """
     step = timeframe_ms(market.timeframe)
     chunk_start, chunk_end = chunk
     collected: list[list[Any]] = []
     since = chunk_start
     while since < chunk_end:
-        rows = await source.fetch_ohlcv(market.symbol, market.timeframe, since, page_limit)
-        report.pages += 1
+        if first_rows is not None:
+            rows, first_rows = first_rows, None
+        else:
+            rows = await source.fetch_ohlcv(market.symbol, market.timeframe, since, page_limit)
+            report.pages += 1
         in_chunk = list(itertools.takewhile(lambda row: (ts := _open_time(row)) is None or ts < chunk_end, rows))
         collected.extend(in_chunk)
         newest = max((t for row in in_chunk if (t := _open_time(row)) is not None), default=None)

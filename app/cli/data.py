@@ -26,7 +26,7 @@ def exchange_serve(
     timeout_rate: Annotated[float | None, typer.Option(help="Fault: share of requests that hang.")] = None,
     drop_rate: Annotated[float | None, typer.Option(help="Fault: share of orders executed but unanswered.")] = None,
 ) -> None:
-    """Run the local Binance-compatible exchange, replaying real candles (Ctrl-C stops it)."""
+    """Run the local exchange (Binance and Coinbase dialects), replaying real candles (Ctrl-C stops it)."""
     from cta.exchange_server.runner import serve_forever
 
     updates = {
@@ -51,6 +51,9 @@ def exchange_serve(
         settings.local_exchange,
         api_key=secrets.api_key.get_secret_value() if secrets.api_key else None,
         api_secret=secrets.api_secret.get_secret_value() if secrets.api_secret else None,
+        # The replay window clients will ask for: the configured markets, from ingest.start to the replay start.
+        history_start_ms=settings.ingest.start_ms,
+        markets=[(s, tf) for s in settings.markets.symbols for tf in settings.markets.timeframes],
     )
 
 

@@ -1,4 +1,5 @@
-"""A local Binance-compatible spot exchange that replays real candles (demo, tests, reliability drills).
+"""A local Binance-compatible spot exchange that replays real candles (demo, tests, reliability drills), also
+speaking the Coinbase Advanced Trade dialect ccxt's `coinbase` uses, over the same state (`coinbase.py`).
 
 Start one with `LocalExchangeServer(LocalExchangeSettings(port=0), key, secret).start()` (returns its URL)
 or, in the foreground, `serve_forever(settings, key, secret)` (the `cta exchange serve` command).

@@ -1,7 +1,14 @@
 """The aiohttp application: routing, signing checks, request weight, faults and admin endpoints.
 
-Every path is accepted both as `/api/v3/...` and with the original exchange host as first segment
-(`/api.binance.com/api/v3/...`, which is what `cta.ccxt_factory.build_ccxt(api_url=...)` produces).
+Paths are the venue's own, under the server's base URL: `/api/v3/...` (and `/sapi/v1/...`) as on
+api.binance.com, which is what `cta.ccxt_factory.build_ccxt(api_url=...)` produces (`exchange.api_url`
+replaces the venue's base URL). For compatibility with older clients, a path whose first segment is a host
+name (`/api.binance.com/api/v3/...`) is served as the same path without it.
+
+The Coinbase Advanced Trade dialect (`/api/v3/brokerage/...`, `/v2/...`: `cta.exchange_server.coinbase`) is
+served by the same app over the same state: candles, replay clock, account and matching engine, request
+budget (each Coinbase request weighs 1) and faults; its private endpoints check an ES256 JWT
+(`cta.exchange_server.coinbase_auth`) instead of Binance's HMAC.
 
 Admin endpoints (no auth, no weight, not counted; bind to 127.0.0.1):
 - GET  /_cta/clock                 -> {"now_ms", "now_iso", "speed"}
@@ -17,13 +24,14 @@ Request counts are kept per known route only; every other path and method is cou
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qs, parse_qsl
 
 from aiohttp import web
 
@@ -31,6 +39,8 @@ from cta.clock import Clock, ReplayClock, SystemClock
 from cta.exchange_server.api_errors import ApiError
 from cta.exchange_server.auth import Credentials, verify_signed_request
 from cta.exchange_server.candle_store import CandleStore
+from cta.exchange_server.coinbase import CoinbaseApi, CoinbaseError, CoinbaseRequest
+from cta.exchange_server.coinbase_auth import CoinbaseKey, JwtRejected, verify_jwt
 from cta.exchange_server.faults import FaultInjector, FaultKind, normalize_path
 from cta.exchange_server.handlers import Handler, SpotApi
 from cta.exchange_server.matching import EngineConfig, MatchingEngine
@@ -69,6 +79,7 @@ class ExchangeService:
         *,
         credentials: Credentials | None = None,
         wall: Clock | None = None,
+        coinbase_key: CoinbaseKey | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -85,6 +96,8 @@ class ExchangeService:
         self.api = SpotApi(
             store, self.engine, settings.weight_limit_per_minute, self.wall, settings.withdrawals_enabled
         )
+        self.coinbase_key = coinbase_key
+        self.coinbase = CoinbaseApi(store, self.engine, self.wall)
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._method_counts: Counter[tuple[str, str]] = Counter()
@@ -124,7 +137,13 @@ class ExchangeService:
     # ----- thread-safe views ---------------------------------------------------------------------
 
     def _count_keys(self, method: str, path: str) -> tuple[str, tuple[str, str]]:
-        """The counter keys of a request: its path and (method, path) if they are a route, else OTHER."""
+        """The counter keys of a request: its path and (method, path) if they are a route, else OTHER. A Coinbase
+        path counts under its route template (every order id under .../historical/{order_id})."""
+        if self.coinbase.handles(path):
+            route, template, _ = self.coinbase.match(method, path)
+            if template is None:
+                return OTHER, (OTHER, OTHER)
+            return template, ((method, template) if route is not None else (OTHER, template))
         path_key = path if path in self._paths else OTHER
         method_key = (method, path) if (method, path) in self._routes else (OTHER, path_key)
         return path_key, method_key
@@ -173,6 +192,8 @@ class ExchangeService:
         path = normalize_path(request.path)
         if path.startswith(ADMIN_PREFIX):
             return await self._admin(request, path)
+        if self.coinbase.handles(path):
+            return await self._dispatch_coinbase(request, path)
         method = request.method
         path_key, method_key = self._count_keys(method, path)
         with self._lock:
@@ -230,6 +251,71 @@ class ExchangeService:
             status = 200
         except ApiError as exc:
             payload, status = exc.body(), exc.status
+        if plan.kind is FaultKind.DROP_AFTER_EXECUTE:
+            logger.info("fault: dropping the connection after %s %s (status %d)", method, path, status)
+            _drop_connection(request)
+        return self._json(payload, status, decision.used)
+
+    async def _dispatch_coinbase(self, request: web.Request, path: str) -> web.StreamResponse:
+        """The Coinbase dialect: same counters, faults, budget, lock and clock; Coinbase's shapes and JWT."""
+        method = request.method
+        path_key, method_key = self._count_keys(method, path)
+        with self._lock:
+            self._counts[path_key] += 1
+            self._method_counts[method_key] += 1
+        raw_body = await request.text() if request.can_read_body else ""
+        plan = self.faults.plan(method, path)
+        if plan.latency_s > 0:
+            await asyncio.sleep(plan.latency_s)
+        if plan.kind is FaultKind.TIMEOUT:
+            await asyncio.sleep(self.faults.settings.timeout_s)
+        if plan.kind is FaultKind.ERROR:
+            return web.Response(status=503, text="Service Unavailable.")
+        if plan.kind is FaultKind.INTERNAL_ERROR:
+            return self._json(CoinbaseError(500, "INTERNAL", "Internal server error").body(), 500)
+        decision = self.limiter.consume(1)
+        if not decision.allowed or plan.kind is FaultKind.RATE_LIMIT:
+            retry_after = decision.retry_after_s or self.limiter.retry_after_s(self.wall.now_ms())
+            body = {"errors": [{"id": "rate_limit_exceeded", "message": "Too many requests"}]}
+            return self._json(body, 429, used=decision.used, extra={"Retry-After": str(retry_after)})
+        route, template, path_params = self.coinbase.match(method, path)
+        if route is None:
+            status = 405 if template is not None else 404
+            return self._json(
+                CoinbaseError(status, "NOT_FOUND", f"Unsupported endpoint: {method} {path}").body(), status
+            )
+        try:
+            json_body: object = {}
+            if method == "POST" and raw_body.strip():
+                try:
+                    json_body = json.loads(raw_body)
+                except ValueError:
+                    raise CoinbaseError(400, "INVALID_ARGUMENT", "the request body is not JSON") from None
+            if not isinstance(json_body, dict):
+                raise CoinbaseError(400, "INVALID_ARGUMENT", "the request body must be a JSON object")
+            query = parse_qs(request.rel_url.raw_query_string, keep_blank_values=True)
+            cb_request = CoinbaseRequest(query=query, body=json_body, path_params=path_params)
+            if route.signed:
+                try:
+                    verify_jwt(
+                        request.headers.get("Authorization"),
+                        self.coinbase_key,
+                        method=method,
+                        host=request.host,
+                        path=request.path,
+                        now_s=self.wall.now_ms() / 1000,
+                    )
+                except JwtRejected as exc:
+                    raise CoinbaseError(401, "unauthorized", "Unauthorized", str(exc)) from None
+            with self._lock:
+                now = self.clock.now_ms()
+                self.engine.advance(now)
+                payload = route.handler(cb_request, now)
+            status = 200
+        except CoinbaseError as exc:
+            payload, status = exc.body(), exc.status
+        except ApiError as exc:  # an engine rejection outside order creation
+            payload, status = CoinbaseError(400, "INVALID_ARGUMENT", exc.msg).body(), 400
         if plan.kind is FaultKind.DROP_AFTER_EXECUTE:
             logger.info("fault: dropping the connection after %s %s (status %d)", method, path, status)
             _drop_connection(request)

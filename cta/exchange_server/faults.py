@@ -5,8 +5,8 @@ Kinds:
 - internal_error: HTTP 503 with Binance's JSON {"code": -1001, ...}. ccxt maps -1001 to
   OperationFailed (the parent of NetworkError), which a client must also treat as temporary.
 - timeout: wait `timeout_s` (FaultSettings) before handling the request normally.
-- drop_after_execute: POST /api/v3/order only; the order is executed, then the connection is
-  closed without an answer.
+- drop_after_execute: placing an order only (POST /api/v3/order, or POST /api/v3/brokerage/orders in the
+  Coinbase dialect); the order is executed, then the connection is closed without an answer.
 - rate_limit: HTTP 429 with Retry-After, as if the weight limit were exceeded.
 """
 
@@ -20,6 +20,7 @@ from enum import StrEnum
 from cta.exchange_server.settings import FaultSettings
 
 ORDER_PATH = "/api/v3/order"
+COINBASE_ORDER_PATH = "/api/v3/brokerage/orders"
 
 
 class FaultKind(StrEnum):
@@ -42,7 +43,7 @@ def normalize_path(path: str) -> str:
 
 def applies(kind: FaultKind, method: str, path: str) -> bool:
     """drop_after_execute only makes sense for placing an order; every other kind fits anything."""
-    return kind is not FaultKind.DROP_AFTER_EXECUTE or (method == "POST" and path == ORDER_PATH)
+    return kind is not FaultKind.DROP_AFTER_EXECUTE or (method == "POST" and path in (ORDER_PATH, COINBASE_ORDER_PATH))
 
 
 @dataclass

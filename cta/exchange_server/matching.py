@@ -12,6 +12,9 @@ Execution model:
   trade through it (low <= buy price, high >= sell price), at most `fill_participation` x candle
   volume per candle, so large orders fill partially over several candles.
 - `advance(now_ms)` processes the candles closed since the last call; call it before each request.
+- An order placed with `fee_in_quote` (the Coinbase dialect) pays its commission in the quote asset on
+  both sides, as Coinbase charges it: a buy locks price x size plus the highest fee rate, and a market buy by
+  quote size spends at most that size, fees included.
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ class Order:
     cum_quote: Decimal = ZERO
     locked: Decimal = ZERO
     fills: list[Trade] = field(default_factory=list)
+    fee_in_quote: bool = False
 
     @property
     def is_open(self) -> bool:
@@ -131,6 +135,7 @@ class OrderRequest:
     price: Decimal | None = None
     time_in_force: TimeInForce | None = None
     client_order_id: str | None = None
+    fee_in_quote: bool = False  # commission charged in the quote asset on both sides (Coinbase)
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,10 @@ class MatchingEngine:
         if order is None or order.symbol != symbol:
             raise api_errors.order_does_not_exist()
         return order
+
+    def order_by_id(self, order_id: int) -> Order | None:
+        """Any symbol's order by its id (the Coinbase dialect looks orders up without a symbol)."""
+        return self._orders.get(order_id)
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         return [o for o in self._orders.values() if o.is_open and (symbol is None or o.symbol == symbol)]
@@ -278,11 +287,12 @@ class MatchingEngine:
             raise api_errors.market_closed()
         price = to_decimal(price_now)
         quote_budget = req.quote_order_qty or ZERO
-        qty = req.quantity if req.quantity is not None else rules.floor_quantity(quote_budget / price)
+        fee_factor = self._buy_fee_factor(req.side, req.fee_in_quote, self._config.taker_fee_rate)
+        qty = req.quantity if req.quantity is not None else rules.floor_quantity(quote_budget / (price * fee_factor))
         rules.check_quantity(qty)
         rules.check_notional(qty, price)
         base, quote = base_quote(req.symbol)
-        if req.side is Side.BUY and qty * price > self._free[quote]:
+        if req.side is Side.BUY and qty * price * fee_factor > self._free[quote]:
             raise api_errors.insufficient_balance()
         if req.side is Side.SELL and qty > self._free[base]:
             raise api_errors.insufficient_balance()
@@ -313,7 +323,8 @@ class MatchingEngine:
         if marketable and req.type is OrderType.LIMIT_MAKER:
             raise ApiError(-2010, "Order would immediately match and take.")
         base, quote = base_quote(req.symbol)
-        lock_asset, lock_amount = (quote, qty * price) if req.side is Side.BUY else (base, qty)
+        fee_factor = self._buy_fee_factor(req.side, req.fee_in_quote, self._max_fee_rate())
+        lock_asset, lock_amount = (quote, qty * price * fee_factor) if req.side is Side.BUY else (base, qty)
         if lock_amount > self._free[lock_asset]:
             raise api_errors.insufficient_balance()
         order = self._new_order(req, now_ms, price=price, qty=qty, quote_qty=ZERO, tif=tif)
@@ -353,10 +364,19 @@ class MatchingEngine:
             time_ms=now_ms,
             update_ms=now_ms,
             matched_until_ms=now_ms,
+            fee_in_quote=req.fee_in_quote,
         )
         self._orders[order_id] = order
         self._by_client_id[client_id] = order_id
         return order
+
+    def _max_fee_rate(self) -> Decimal:
+        return max(self._config.maker_fee_rate, self._config.taker_fee_rate)
+
+    @staticmethod
+    def _buy_fee_factor(side: Side, fee_in_quote: bool, rate: Decimal) -> Decimal:
+        """What a buy paying its fee in quote costs per unit of notional (1 otherwise)."""
+        return 1 + rate if side is Side.BUY and fee_in_quote else Decimal(1)
 
     def _unlock(self, order: Order, amount: Decimal) -> None:
         base, quote = base_quote(order.symbol)
@@ -370,8 +390,14 @@ class MatchingEngine:
         rate = self._config.maker_fee_rate if is_maker else self._config.taker_fee_rate
         quote_qty = qty * price
         if order.type is not OrderType.MARKET:
-            self._unlock(order, qty * order.price if order.side is Side.BUY else qty)
-        if order.side is Side.BUY:
+            factor = self._buy_fee_factor(order.side, order.fee_in_quote, self._max_fee_rate())
+            self._unlock(order, min(order.locked, qty * order.price * factor) if order.side is Side.BUY else qty)
+        if order.side is Side.BUY and order.fee_in_quote:
+            commission = (quote_qty * rate).quantize(EIGHT_DP, rounding=ROUND_HALF_UP)
+            commission_asset = quote
+            self._free[quote] -= quote_qty + commission
+            self._free[base] += qty
+        elif order.side is Side.BUY:
             commission = (qty * rate).quantize(EIGHT_DP, rounding=ROUND_HALF_UP)
             commission_asset = base
             self._free[quote] -= quote_qty

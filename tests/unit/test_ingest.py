@@ -147,3 +147,48 @@ def test_small_write_batches_commit_progress(lake: CandleLake, quarantine: Quara
     venue = ListVenue(candle_rows(T0, 250), now_ms=T0 + 250 * HOUR_MS)
     report = run(venue, lake, quarantine, write_every_rows=100)
     assert report.added == 250 and len(lake.read(MARKET)) == 250
+
+
+@pytest.mark.parametrize("in_flight", [1, 3])
+def test_ingestion_starts_at_the_venues_first_candle_not_at_the_start_date(
+    in_flight: int, lake: CandleLake, quarantine: Quarantine
+) -> None:
+    first = T0 + 5000 * HOUR_MS  # the venue's history begins ~7 months after the configured start
+    venue = ListVenue(candle_rows(first, 150), now_ms=first + 150 * HOUR_MS)
+    report = run(venue, lake, quarantine, pages_in_flight=in_flight)
+    assert report.added == 150 and lake.read(MARKET)["ts"].iloc[0] == first
+    # one request finds the first candle (and is its page), then pages from there: no walk through 50 empty pages
+    assert [since for since, _ in venue.calls] == [T0, first + 100 * HOUR_MS]
+    assert report.pages == 2 and report.gaps == []
+
+
+def test_the_first_page_answer_is_reused_when_history_begins_inside_it(
+    lake: CandleLake, quarantine: Quarantine
+) -> None:
+    venue = ListVenue(candle_rows(T0 + 30 * HOUR_MS, 120), now_ms=T0 + 150 * HOUR_MS)
+    report = run(venue, lake, quarantine, pages_in_flight=2)
+    assert report.added == 120
+    assert [since for since, _ in venue.calls] == [T0, T0 + 100 * HOUR_MS]  # as before: the chunk grid from start
+
+
+def test_jump_to_first_candle_moves_only_on_a_named_candle() -> None:
+    from cta.ingest import jump_to_first_candle
+
+    plan = plan_ingest(MARKET, T0, None, last_stored_ts=None, exchange_now_ms=T0 + 1000 * HOUR_MS)
+    chunk = 100 * HOUR_MS
+    assert jump_to_first_candle(plan, [], chunk) == plan  # an empty answer (a venue paging by window) keeps it
+    assert jump_to_first_candle(plan, [[None, 1, 1, 1, 1, 1]], chunk) == plan
+    assert jump_to_first_candle(plan, candle_rows(T0 + 99 * HOUR_MS, 3), chunk) == plan  # inside the first chunk
+    assert jump_to_first_candle(plan, [[T0 + 10, 1, 1, 1, 1, 1]], chunk) == plan
+    jumped = jump_to_first_candle(plan, candle_rows(T0 + 400 * HOUR_MS, 3), chunk)
+    assert (jumped.since_ms, jumped.until_ms, jumped.expected) == (T0 + 400 * HOUR_MS, plan.until_ms, 600)
+    off_grid = jump_to_first_candle(plan, [[T0 + 400 * HOUR_MS + 7, 1, 1, 1, 1, 1]], chunk)
+    assert off_grid.since_ms == T0 + 400 * HOUR_MS  # floored onto the plan's grid: that candle is still fetched
+    beyond = jump_to_first_candle(plan, candle_rows(T0 + 2000 * HOUR_MS, 1), chunk)
+    assert beyond.since_ms == beyond.until_ms == plan.until_ms and beyond.expected == 0
+
+
+def test_no_candle_in_the_window_is_one_request(lake: CandleLake, quarantine: Quarantine) -> None:
+    venue = ListVenue(candle_rows(T0 + 900 * HOUR_MS, 10), now_ms=T0 + 800 * HOUR_MS)  # history begins after now
+    report = run(venue, lake, quarantine, pages_in_flight=4)
+    assert report.added == 0 and len(venue.calls) == 1
