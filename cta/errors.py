@@ -20,7 +20,9 @@ class ConfigError(CTAError):
         self.field = field
         self.value = value
         self.problem = problem
-        super().__init__(f"invalid config: {field}={value!r}: {problem}")
+        # a whole section (a check across its fields) is named, not printed
+        shown = f"{field}" if isinstance(value, dict) else f"{field}={value!r}"
+        super().__init__(f"invalid config: {shown}: {problem.removeprefix('Value error, ')}")
 
 
 class DataValidationError(CTAError):
@@ -55,3 +57,18 @@ class LakeCorruptionError(DataValidationError):
         self.file = file
         self.problem = problem
         super().__init__(f"corrupt lake partition {market} {month} ({file}): {problem}")
+
+
+class FeatureTableCorruptionError(DataValidationError):
+    """A feature table (Feast's offline source) does not match its manifest, or a Parquet file under the
+    feature-table directory is not a table CTA wrote: nothing may read it. Names the file. The table is derived
+    data: `cta features build` rebuilds it from the verified lake."""
+
+    def __init__(self, file: str, problem: str) -> None:
+        self.file = file
+        self.problem = problem
+        super().__init__(f"corrupt feature table {file}: {problem}; `cta features build` rebuilds it from the lake")
+
+
+class OnlineStoreError(CTAError):
+    """The online feature store cannot be used (e.g. its SQLite file is damaged). Names the store."""

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import sqlite3
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,16 +60,19 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
 from cta.config import FeatureSettings
+from cta.errors import OnlineStoreError
 from features.feast_objects import (
     DEFAULT_PROJECT,
     DEFAULT_TTL,
     JOIN_KEY,
+    ONLINE_DB_FILE,
     PUSH_SOURCE_NAME,
     TIMESTAMP_FIELD,
     VIEW_NAME,
     build_objects,
     make_repo_config,
 )
+from features.table import table_files, verified_tables
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,7 @@ class FeatureStoreAdapter:
         self.config = make_repo_config(self.repo_dir, self.features_dir, online, redis_url, project)
         self.objects = build_objects(self.features_dir, ttl)
         self.store = FeatureStore(config=self.config)
+        self.online_where = str(self.repo_dir / ONLINE_DB_FILE) if online == "sqlite" else "redis"
         self._online_view: Any = None
         self._provider: Any = None
 
@@ -112,15 +117,16 @@ class FeatureStoreAdapter:
 
     def apply(self) -> None:
         """Register the objects; applying unchanged objects again changes nothing."""
-        with _quiet():
+        with _quiet(), self._online_errors():
             self.store.apply(self.objects.all())
 
     def materialize(self, end: datetime) -> None:
         """Load the newest row per market up to `end` into the online store: incrementally from the last
         materialised end; the first run starts at `end - ttl` (not wall-clock now - ttl)."""
         end = _utc(end)
+        self.verify_tables()  # Feast's file source reads every table: none may be corrupt
         view = self.store.get_feature_view(VIEW_NAME)
-        with _quiet():
+        with _quiet(), self._online_errors():
             last = view.most_recent_end_time
             if last is None:
                 ttl = view.ttl or DEFAULT_TTL
@@ -166,7 +172,7 @@ class FeatureStoreAdapter:
     def _historical_feast(self, unique: pd.DataFrame) -> pd.DataFrame:
         names = self.feature_names
         service = self.store.get_feature_service(self.feature_service_name)
-        chunk = max(1, self.merge_budget_rows // max(1, self._max_table_rows()))
+        chunk = max(1, self.merge_budget_rows // max(1, self._max_table_rows()))  # verifies every table
         parts = []
         for first in range(0, len(unique), chunk):
             part = unique.iloc[first : first + chunk]
@@ -204,15 +210,19 @@ class FeatureStoreAdapter:
 
     def _table_files(self) -> list[Path]:
         """The files the dask offline store reads: every *.parquet/.parq/.pq under the directory."""
-        return sorted(p for p in self.features_dir.rglob("*") if p.suffix in {".parquet", ".parq", ".pq"})
+        return table_files(self.features_dir)
+
+    def verify_tables(self) -> None:
+        """Every file Feast's file source would read is a feature table matching its manifest, else
+        FeatureTableCorruptionError naming the file (the verified read path of `features.table`)."""
+        verified_tables(self.features_dir, columns=[JOIN_KEY])
 
     def _max_table_rows(self) -> int:
-        import pyarrow.parquet as pq
-
-        return max((pq.ParquetFile(p).metadata.num_rows for p in self._table_files()), default=0)
+        """The longest table's rows, every table verified first (Feast reads them all next)."""
+        return max((len(frame) for frame in verified_tables(self.features_dir, columns=[JOIN_KEY])), default=0)
 
     def _read_tables(self, columns: list[str]) -> pd.DataFrame:
-        frames = [pd.read_parquet(p, columns=columns) for p in self._table_files()]
+        frames = verified_tables(self.features_dir, columns)
         return pd.concat(frames, ignore_index=True) if frames else self._empty_frame()[columns]
 
     def online(self, market_ids: Sequence[str]) -> pd.DataFrame:
@@ -221,9 +231,10 @@ class FeatureStoreAdapter:
         if not market_ids:
             return self._empty_frame()
         service = self.store.get_feature_service(self.feature_service_name, allow_cache=True)
-        response = self.store.get_online_features(
-            features=service, entity_rows=[{JOIN_KEY: m} for m in market_ids]
-        ).to_dict(include_event_timestamps=True)
+        with self._online_errors():
+            response = self.store.get_online_features(
+                features=service, entity_rows=[{JOIN_KEY: m} for m in market_ids]
+            ).to_dict(include_event_timestamps=True)
         names = self.feature_names
         seconds = np.asarray(response[f"{names[0]}__ts"], dtype="int64")
         data: dict[str, Any] = {
@@ -243,7 +254,8 @@ class FeatureStoreAdapter:
         frame = rows[[JOIN_KEY, TIMESTAMP_FIELD, *names]].copy()
         frame[TIMESTAMP_FIELD] = pd.to_datetime(frame[TIMESTAMP_FIELD], utc=True)
         frame[names] = frame[names].astype("float64")
-        self.store.push(PUSH_SOURCE_NAME, frame, to=PushMode.ONLINE)
+        with self._online_errors():
+            self.store.push(PUSH_SOURCE_NAME, frame, to=PushMode.ONLINE)
 
     def write_online(self, market_id: str, event_timestamp: datetime, values: dict[str, float]) -> None:
         """Write one market's newest feature row to the online store through Feast's provider, without
@@ -251,20 +263,36 @@ class FeatureStoreAdapter:
         per-candle path. Same rows as `push` (tested)."""
         view, provider = self._online_path()
         row = {name: Value(double_val=float(values[name])) for name in self.feature_names}
-        provider.online_write_batch(
-            self.config, view, [(_entity_key(market_id), row, _utc(event_timestamp), None)], progress=None
-        )
+        with self._online_errors():
+            provider.online_write_batch(
+                self.config, view, [(_entity_key(market_id), row, _utc(event_timestamp), None)], progress=None
+            )
 
     def read_online(self, market_id: str) -> tuple[datetime | None, dict[str, float]]:
         """One market's online row through Feast's provider: (event time, features); (None, {}) when the
         market has none. The serving worker's read-back (what `online` returns, without the request
         validation of get_online_features, ~10 ms per call)."""
         view, provider = self._online_path()
-        [(stamp, values)] = provider.online_read(self.config, view, [_entity_key(market_id)], self.feature_names)
+        with self._online_errors():
+            [(stamp, values)] = provider.online_read(self.config, view, [_entity_key(market_id)], self.feature_names)
         if stamp is None or values is None:
             return None, {}
         features = {name: _double(values.get(name)) for name in self.feature_names}
         return _utc(stamp), features
+
+    @contextlib.contextmanager
+    def _online_errors(self) -> Iterator[None]:
+        """A damaged SQLite online store (not a database, malformed) becomes one OnlineStoreError naming the file
+        and what to do; other errors pass unchanged."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            if (getattr(e, "sqlite_errorcode", 0) or 0) & 0xFF not in SQLITE_DAMAGED:  # extended codes too
+                raise
+            raise OnlineStoreError(
+                f"the online feature store {self.online_where} is damaged ({e}): move it aside and run "
+                "`cta features build` to materialise a new one (the feature tables hold everything it held)"
+            ) from e
 
     def _online_path(self) -> tuple[Any, Any]:
         if self._online_view is None:
@@ -277,6 +305,9 @@ class FeatureStoreAdapter:
         for name in self.feature_names:
             frame[name] = pd.Series(dtype="float64")
         return frame
+
+
+SQLITE_DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 
 def _entity_key(market_id: str) -> EntityKey:

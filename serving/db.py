@@ -17,6 +17,7 @@ checkpoints when the last connection closes, so other writers need nothing.)
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,16 +27,64 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DatabaseError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from cta.errors import ConfigError
+from cta.errors import ConfigError, CTAError
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BEGIN_OPTION = "sqlite_begin"
 SQLITE_BEGIN_MODES = frozenset({"DEFERRED", "IMMEDIATE", "EXCLUSIVE"})
+SQLITE_DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})  # primary result codes
+
+
+class DatabaseCorrupt(CTAError):
+    """The serving database's SQLite file is not a database or is damaged (truncated, overwritten): no retry can
+    fix it, and nothing may be written to it. Names the file."""
+
+
+def _where(engine: Engine) -> str:
+    return str(engine.url.database) if engine.dialect.name == "sqlite" else engine.url.render_as_string(True)
+
+
+def corruption(engine: Engine, error: BaseException) -> DatabaseCorrupt | None:
+    """The DatabaseCorrupt that `error` (from `engine`) means, or None when it means something else (a lock, a
+    network failure, a bad statement, PostgreSQL)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    orig = getattr(error, "orig", error)
+    if not isinstance(orig, sqlite3.DatabaseError):
+        return None
+    if (getattr(orig, "sqlite_errorcode", 0) or 0) & 0xFF not in SQLITE_DAMAGED:
+        return None
+    return damaged(engine, str(orig))
+
+
+def damaged(engine: Engine, detail: str) -> DatabaseCorrupt:
+    return DatabaseCorrupt(
+        f"the serving database {_where(engine)} is damaged ({' '.join(detail.split())[:200]}); nothing was "
+        "written to it: restore it from a backup (it holds the orders and the ledger), or move it aside to start "
+        "an empty one"
+    )
+
+
+def check_integrity(engine: Engine) -> None:
+    """SQLite: `PRAGMA quick_check` (every page read once: a truncated or overwritten file fails here, before
+    anything is written); DatabaseCorrupt naming the file when it fails. Nothing on PostgreSQL."""
+    if engine.dialect.name != "sqlite":
+        return
+    try:
+        with engine.connect() as connection:
+            rows = [str(row[0]) for row in connection.exec_driver_sql("PRAGMA quick_check").fetchall()]
+    except DatabaseError as error:
+        found = corruption(engine, error)
+        if found is None:
+            raise
+        raise found from error
+    if rows != ["ok"]:
+        raise damaged(engine, "; ".join(rows[:3]))
 
 
 def make_engine(
@@ -125,11 +174,15 @@ def database_available(engine: Engine) -> bool:
 
 
 def database_problem(engine: Engine) -> str | None:
-    """Why the database cannot be used now (the error of a trivial query, one line), or None when it answers."""
+    """Why the database cannot be used now (the error of a trivial query, one line), or None when it answers.
+    A damaged SQLite file is not "unavailable" (waiting will not repair it): DatabaseCorrupt is raised."""
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as error:
+        found = corruption(engine, error)
+        if found is not None:
+            raise found from error
         cause = str(getattr(error, "orig", None) or error).strip().splitlines()
         return f"{type(error).__name__}: {cause[0] if cause else ''}"
     return None
@@ -143,11 +196,19 @@ def alembic_config() -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database to `revision` (default the newest) in one transaction; a no-op when already there."""
+    """Migrate the database to `revision` (default the newest) in one transaction; a no-op when already there.
+    A damaged SQLite file is refused first (`check_integrity`), with nothing written."""
+    check_integrity(engine)
     config = alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    except DatabaseError as error:
+        found = corruption(engine, error)
+        if found is None:
+            raise
+        raise found from error
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -3,6 +3,10 @@
 Every run records: the config hash, the feature registry version, the lake content hashes of its
 data (a JSON artifact and a combined hash tag), the git commit, the seed, the training window. A
 run that raises is ended FAILED with the error as a tag, never left RUNNING.
+
+No secret reaches a param or a tag: the settings are logged only as their hash (which leaves the secrets out),
+and every tag and param value (the error text above all: an exception may quote a key, a token or a URL with
+its password) goes through `scrubbed`, the log redaction of the configured secrets plus URL passwords masked.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +26,8 @@ import cloudpickle
 import mlflow
 from mlflow.models import infer_signature
 
-from cta.config import Settings
+from cta.config import Settings, mask_url_password
+from cta.logs import RedactingFilter
 from cta.registry import ensure_experiment, registered_model_name
 from features.dataset import Dataset
 from training.contract import POSITION
@@ -29,6 +35,19 @@ from training.contract import POSITION
 log = logging.getLogger(__name__)
 
 BASE_REQUIREMENTS = ["numpy", "pandas", "cloudpickle"]
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def scrubbed(settings: Settings, value: object) -> str:
+    """`value` as text fit for an MLflow param or tag: every configured secret replaced (as log records are),
+    key=value and Bearer credentials redacted, and the password of any URL in it masked."""
+    text = RedactingFilter(settings.secrets.values()).redact(str(value))
+    return _URL.sub(lambda match: mask_url_password(match.group(0)), text)
+
+
+def log_params(settings: Settings, params: dict[str, Any]) -> None:
+    """mlflow.log_params, each value scrubbed (`scrubbed`)."""
+    mlflow.log_params({key: scrubbed(settings, value) for key, value in params.items()})
 
 
 def git_commit() -> str:
@@ -59,25 +78,24 @@ def training_run(
     run = mlflow.start_run(experiment_id=experiment_id, run_name=f"{family}-{dataset.market}")
     try:
         window = f"{int(dataset.ts[0])}-{int(dataset.ts[-1])}"
-        mlflow.set_tags(
-            {
-                "family": family,
-                "market": str(dataset.market),
-                "config_hash": settings.config_hash(),
-                "feature_registry_version": registry_version,
-                "data_hash": data_hash(dataset.lineage),
-                "git_commit": git_commit(),
-                "seed": str(settings.training.seed),
-                "training_window_ms": window,
-            }
-        )
-        mlflow.log_params(
-            {**params, "seed": settings.training.seed, "label_horizon": dataset.horizon, "rows": len(dataset)}
+        tags = {
+            "family": family,
+            "market": str(dataset.market),
+            "config_hash": settings.config_hash(),
+            "feature_registry_version": registry_version,
+            "data_hash": data_hash(dataset.lineage),
+            "git_commit": git_commit(),
+            "seed": str(settings.training.seed),
+            "training_window_ms": window,
+        }
+        mlflow.set_tags({key: scrubbed(settings, value) for key, value in tags.items()})
+        log_params(
+            settings, {**params, "seed": settings.training.seed, "label_horizon": dataset.horizon, "rows": len(dataset)}
         )
         mlflow.log_dict({"lake_partitions": dataset.lineage, "market": str(dataset.market)}, "lineage.json")
         yield run
     except BaseException as e:
-        mlflow.set_tag("error", f"{type(e).__name__}: {e}"[:5000])
+        mlflow.set_tag("error", scrubbed(settings, f"{type(e).__name__}: {e}")[:5000])
         mlflow.end_run(status="FAILED")
         raise
     else:

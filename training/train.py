@@ -19,7 +19,7 @@ from features.registry import select
 from training.candidate import Candidate, Family, TrainingData
 from training.metrics import summarize_folds
 from training.splits import train_validation_oos, walk_forward_folds
-from training.tracking import log_position_model, training_run
+from training.tracking import log_params, log_position_model, training_run
 
 if TYPE_CHECKING:
     from features.feast_store import FeatureStoreAdapter
@@ -87,7 +87,7 @@ def train_candidate(name: str, data: TrainingData, settings: Settings, registry_
     fit = family(name)
     with training_run(settings, data.development, name, registry_version, params={"family": name}) as run:
         candidate: Candidate = fit(data, settings.training, settings.costs)
-        mlflow.log_params({k: v for k, v in candidate.params.items() if k != "family"})
+        log_params(settings, {k: v for k, v in candidate.params.items() if k != "family"})
         for step, metrics in enumerate(candidate.fold_metrics):
             mlflow.log_metrics({f"fold_{k}": v for k, v in metrics.items()}, step=step)
         summary = summarize_folds(candidate.fold_metrics)

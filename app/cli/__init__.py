@@ -18,7 +18,7 @@ from cta.errors import CTAError
 
 log = logging.getLogger("cta.cli")
 
-__all__ = ["cli", "main", "one_line"]
+__all__ = ["cli", "main", "one_line", "usage_error"]
 
 MAX_ERROR_CHARS = 1_000
 
@@ -58,16 +58,32 @@ def fail(error: BaseException, *, unexpected: bool) -> None:
     sys.exit(1)
 
 
+def usage_error(error: Exception) -> None:
+    """A usage error (unknown option, bad value, missing argument: exit code 2) as one `error:` line naming the
+    command's help; a group called without a command shows its help instead (that is not an error)."""
+    if type(error).__name__ == "NoArgsIsHelpError":  # click's and Typer's (vendored click) alike
+        getattr(error, "show")()  # noqa: B009 (typed as Exception: both click flavours have show())
+        sys.exit(int(getattr(error, "exit_code", 2)))
+    from cta.logs import redact
+
+    ctx = getattr(error, "ctx", None)
+    message = error.format_message() if hasattr(error, "format_message") else str(error)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    typer.echo(redact(f"error: {one_line(message)}{hint}"), err=True)
+    sys.exit(int(getattr(error, "exit_code", 2)))
+
+
 def main() -> None:
-    """Console entry point: one-line errors, non-zero exits."""
+    """Console entry point: one-line errors, non-zero exits. Typer (>= 0.2x) raises its own vendored copies of
+    click's exceptions (subclasses of typer.TyperException, plus typer.Exit and typer.Abort), not click's: both
+    are handled."""
     try:
         cli(standalone_mode=False)
-    except click.exceptions.Exit as e:
+    except (click.exceptions.Exit, typer.Exit) as e:
         sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except (click.ClickException, typer.TyperException) as e:
+        usage_error(e)
+    except (click.exceptions.Abort, typer.Abort):
         sys.exit(130)
     except CTAError as e:
         fail(e, unexpected=False)

@@ -19,6 +19,7 @@ from app.cli.trading import serving_sessions
 from cta.checkpoints import NoteError, Signer, Verifier
 from cta.config import Settings
 from cta.errors import CTAError
+from cta.logs import printable
 
 
 def _checkpointer(settings: Settings) -> Any:
@@ -51,7 +52,11 @@ def keygen(
         signer, private = Signer.generate(name)
     except NoteError as e:
         raise CTAError(str(e)) from e
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except (OSError, ValueError) as e:  # exists, no such directory, not allowed, a NUL in the path
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise CTAError(f"cannot create the key file {printable(str(out))!r}: {reason}") from e
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(private + "\n")
     console.print(signer.verifier.encode(), soft_wrap=True)
@@ -126,9 +131,14 @@ def check_proof(
     from serving.ledger_log import verify_bundle
 
     try:
+        text = bundle_file.read_text(encoding="utf-8")
+    except (OSError, ValueError) as e:  # missing, a directory, unreadable, not UTF-8, a NUL in the path
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise CTAError(f"cannot read the proof bundle {printable(str(bundle_file))!r}: {reason}") from e
+    try:
         keys = [Verifier.parse(k) for k in key] if key else _log_keys(settings_of(ctx))
-        checkpoint = verify_bundle(json.loads(bundle_file.read_text(encoding="utf-8")), keys)
-    except (NoteError, ValueError) as e:
+        checkpoint = verify_bundle(json.loads(text), keys)
+    except (NoteError, ValueError, TypeError, KeyError) as e:
         raise CTAError(f"proof refused: {e}") from e
     console.print(f"proof ok: checkpoint {checkpoint.origin} size {checkpoint.size}")
 

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -23,6 +25,7 @@ from app.cli.root import (
 )
 from cta.config import Settings
 from cta.errors import CTAError
+from cta.logs import printable
 
 if TYPE_CHECKING:
     from cta.lake import Market
@@ -101,6 +104,40 @@ def _registry(settings: Settings) -> Any:
     return MlflowClient()
 
 
+@contextlib.contextmanager
+def _registry_errors(settings: Settings) -> Iterator[None]:
+    """A registry that cannot be read (a damaged tracking database, a server that fails) is one CTAError naming
+    it, not an unexpected error; CTA's own errors pass unchanged."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cta.config import mask_url_password
+
+    try:
+        yield
+    except (MlflowException, SQLAlchemyError) as e:
+        cause = str(getattr(e, "orig", None) or e).strip().splitlines()
+        uri = mask_url_password(settings.training.tracking_uri)
+        raise CTAError(
+            f"the model registry {uri} cannot be read ({type(e).__name__}: {cause[0] if cause else ''})"
+        ) from e
+
+
+def _loadable(client: Any, name: str, version: str) -> None:
+    """Load VERSION's artifact as the worker will (before an operator move gives it the champion alias), or
+    CTAError: a version whose files are missing, truncated or garbage is never made champion by hand."""
+    from serving.models_manager import load_version
+
+    try:
+        load_version(client, name, version)
+    except Exception as e:  # any failure to load: the artifact is unusable
+        from app.cli import one_line
+
+        raise CTAError(
+            f"{name} v{version} cannot be loaded ({type(e).__name__}: {one_line(str(e), 300)}): not moved"
+        ) from e
+
+
 @models_app.command("list")
 def models_list(ctx: typer.Context, symbol: SymbolOpt = None, timeframe: TimeframeOpt = None) -> None:
     """Every registered version per market, newest first: family, aliases, verdict, out-of-sample numbers."""
@@ -108,10 +145,11 @@ def models_list(ctx: typer.Context, symbol: SymbolOpt = None, timeframe: Timefra
     from cta.registry import registered_model_name, version_rows
 
     settings = settings_of(ctx)
-    client = _registry(settings)
-    for market in configured_markets(settings, symbol, timeframe):
-        name = registered_model_name(market)
-        render.print_versions(name, version_rows(client, name))
+    with _registry_errors(settings):
+        client = _registry(settings)
+        for market in configured_markets(settings, symbol, timeframe):
+            name = registered_model_name(market)
+            render.print_versions(name, version_rows(client, name))
 
 
 @models_app.command("show")
@@ -126,7 +164,8 @@ def models_show(
 
     settings = settings_of(ctx)
     name = registered_model_name(_one_market(settings, symbol, timeframe))
-    found = find_version(_registry(settings), name, version)
+    with _registry_errors(settings):
+        found = find_version(_registry(settings), name, version)
     console.print_json(
         json.dumps(
             {
@@ -157,20 +196,22 @@ def models_promote(
 
     settings = settings_of(ctx)
     name = registered_model_name(_one_market(settings, symbol, timeframe))
-    client = _registry(settings)
-    try:
-        client.get_model_version(name, version)
-    except MlflowException:
-        raise CTAError(f"{name} has no version {version!r}") from None
-    current = champion(client, name)
-    move = promote(
-        client,
-        name,
-        version,
-        expected_champion=None if current is None else str(current.version),
-        reason=f"manual: {reason}",
-        lock=promotion_lock(settings, name),
-    )
+    with _registry_errors(settings):
+        client = _registry(settings)
+        try:
+            client.get_model_version(name, version)
+        except MlflowException:
+            raise CTAError(f"{name} has no version {printable(version)!r}") from None
+        _loadable(client, name, version)
+        current = champion(client, name)
+        move = promote(
+            client,
+            name,
+            version,
+            expected_champion=None if current is None else str(current.version),
+            reason=f"manual: {reason}",
+            lock=promotion_lock(settings, name),
+        )
     if move.outcome != "champion":
         raise CTAError(f"not promoted: {move.detail}")
     console.print(f"{name}: v{version} is the champion (previous: {'v' + move.previous if move.previous else 'none'})")
@@ -179,9 +220,19 @@ def models_promote(
 @models_app.command("rollback")
 def models_rollback(ctx: typer.Context, symbol: SymbolOpt = None, timeframe: TimeframeOpt = None) -> None:
     """Give the champion alias back to the previous champion."""
-    from cta.registry import promotion_lock, registered_model_name, rollback
+    from mlflow.exceptions import MlflowException
+
+    from cta.registry import alias_state, promotion_lock, registered_model_name, rollback
 
     settings = settings_of(ctx)
     name = registered_model_name(_one_market(settings, symbol, timeframe))
-    move = rollback(_registry(settings), name, lock=promotion_lock(settings, name))
+    with _registry_errors(settings):
+        client = _registry(settings)
+        try:
+            state, _ = alias_state(client, name)
+        except MlflowException:
+            raise CTAError(f"{name}: no registered model, so no previous champion to roll back to") from None
+        if len(state.history) >= 2:  # else rollback refuses, saying why
+            _loadable(client, name, state.history[-2])
+        move = rollback(client, name, lock=promotion_lock(settings, name))
     console.print(f"{name}: rolled back from v{move.previous} to v{move.version}")

@@ -97,5 +97,6 @@ def test_start_after_end_is_refused(tmp_path: Path, exchange_server: LocalExchan
         "ingest", "--start", "2022-05-10", "--end", "2022-05-01", "--no-progress", tmp_path=tmp_path, extra_env=env
     )
     assert result.returncode == 1
-    assert len(error_lines(result)) == 1 and "start must be before end" in error_lines(result)[0]
+    (line,) = error_lines(result)
+    assert "ingest.start ('2022-05-10') must be before ingest.end" in line
     assert not (tmp_path / "lake").exists()

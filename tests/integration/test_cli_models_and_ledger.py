@@ -7,10 +7,14 @@ import json
 import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from mlflow.models import infer_signature
 
 from tests.integration.test_cli import error_lines, run_cta
 
@@ -31,9 +35,26 @@ def env_for(tmp_path: Path) -> dict[str, str]:
     }
 
 
+class Flat(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+        return np.zeros(len(model_input))
+
+
+def save_loadable_model(path: Path) -> None:
+    """A model the worker can load (promote and rollback load a version before moving the alias to it)."""
+    import sys
+
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # loadable where `tests` is not importable
+    rows = pd.DataFrame({"ret_1": [0.01, -0.02]})
+    mlflow.pyfunc.save_model(path, python_model=Flat(), signature=infer_signature(rows, np.zeros(2)))
+
+
 def test_models_promote_list_show_and_rollback(tmp_path: Path) -> None:
     env = env_for(tmp_path)
     client = MlflowClient(env["CTA_TRAINING__TRACKING_URI"])
+    save_loadable_model(tmp_path / "model")
     client.create_registered_model(NAME)
     for _ in range(2):
         client.create_model_version(NAME, source=str(tmp_path / "model"), tags={"family": "gbm"})

@@ -45,11 +45,11 @@ def feature_table(market: Market, rows: int) -> pd.DataFrame:
 
 
 def write_tables(features_dir: Path, tables: dict[Market, pd.DataFrame]) -> None:
+    """As `cta features build` writes them (a file and its manifest: every read verifies one against the other)."""
+    from features.table import FeatureTable
+
     for market, table in tables.items():
-        folder = features_dir / market.key
-        folder.mkdir(parents=True, exist_ok=True)
-        table.to_parquet(folder / "features.parquet", index=False)
-        (folder / "manifest.json").write_text('{"not": "parquet"}')  # as features/table.py writes one
+        FeatureTable(features_dir).write(market, table, {}, None)
 
 
 @pytest.fixture(scope="module")
