@@ -622,6 +622,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def load_settings(
     profile: str | None = None,
     env: Mapping[str, str] | None = None,
@@ -634,6 +637,9 @@ def load_settings(
     """
     env = os.environ if env is None else env
     profile = profile or env.get("CTA_PROFILE") or "default"
+    if not PROFILE_NAME.fullmatch(profile):
+        shown = profile.encode("unicode_escape", "backslashreplace").decode("ascii")[:100]
+        raise ConfigError("profile", shown, "a profile is a config file's name: letters, digits, _ and - only")
     config_dir = config_dir or default_config_dir()
     data = _read_json(config_dir / "default.json")
     if profile != "default":

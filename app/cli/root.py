@@ -95,4 +95,6 @@ def flow_settings(ctx: typer.Context) -> Settings:
 
 def with_serving(settings: Settings, **updates: object) -> Settings:
     """`settings` with some `serving.*` fields replaced (e.g. max_bars from --bars)."""
-    return settings.model_copy(update={"serving": settings.serving.model_copy(update=updates)})
+    from cta.config import with_overrides
+
+    return with_overrides(settings, {"serving": dict(updates)})

@@ -249,14 +249,7 @@ def test_junk_values_never_crash_a_command(command: str, home: Path) -> None:
         ["models", "promote"],
         ["ledger", "prove", "not-a-number"],
         ["exchange", "serve", "--port", "x"],
-        pytest.param(
-            ["--profile", "\x00nope", "config", "show"],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="cta.config.load_settings opens the profile's file with a NUL in its name (ValueError); "
-                "the profile name needs the ConfigError check there (a file outside this change)",
-            ),
-        ),
+        ["--profile", "\x00nope", "config", "show"],
         ["--profile", "../../etc/passwd", "config", "show"],
         ["no-such-command"],
     ],
@@ -268,6 +261,14 @@ def test_usage_errors_are_one_line(args: list[str], home: Path) -> None:
     check(args, code, out, err)
     if args[0] != "--profile":
         assert code == 2, err
+
+
+@pytest.mark.parametrize("bars", ["0", "-1"])
+def test_serve_refuses_a_bar_count_below_one_naming_the_field(bars: str, home: Path) -> None:
+    """Before: `--bars` replaced the setting without validating it: -1 stopped after the first step, 0 ran forever."""
+    code, out, err = run(["serve", "--bars", bars], home)
+    check(["serve", "--bars", bars], code, out, err)
+    assert code == 1 and "serving.max_bars" in err, err
 
 
 def test_a_group_without_a_command_shows_its_help(home: Path) -> None:
