@@ -106,7 +106,6 @@ async def place_order(
     ts: int,
     close: float,
     target: float,
-    delta: float,
     decision_id: int,
     model: Any,
     now: int,

@@ -381,7 +381,6 @@ class Worker:
                 ts=ts,
                 close=close,
                 target=intent.target,
-                delta=intent.delta,
                 decision_id=decision_id,
                 model=model,
                 now=now,

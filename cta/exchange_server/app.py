@@ -41,7 +41,7 @@ from cta.exchange_server.auth import Credentials, verify_signed_request
 from cta.exchange_server.candle_store import CandleStore
 from cta.exchange_server.coinbase import CoinbaseApi, CoinbaseError, CoinbaseRequest
 from cta.exchange_server.coinbase_auth import CoinbaseKey, JwtRejected, verify_jwt
-from cta.exchange_server.faults import FaultInjector, FaultKind, normalize_path
+from cta.exchange_server.faults import FaultInjector, FaultKind, FaultPlan, normalize_path
 from cta.exchange_server.handlers import Handler, SpotApi
 from cta.exchange_server.matching import EngineConfig, MatchingEngine
 from cta.exchange_server.rate_limit import WeightLimiter, request_weight
@@ -188,6 +188,22 @@ class ExchangeService:
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
 
+    def _count(self, method: str, path: str) -> None:
+        """One more request on `path` (bounded keys: see `_count_keys`), whichever dialect answers it."""
+        path_key, method_key = self._count_keys(method, path)
+        with self._lock:
+            self._counts[path_key] += 1
+            self._method_counts[method_key] += 1
+
+    async def _planned_fault(self, method: str, path: str) -> FaultPlan:
+        """The fault planned for this request, its latency (and a timeout's wait) already served."""
+        plan = self.faults.plan(method, path)
+        if plan.latency_s > 0:
+            await asyncio.sleep(plan.latency_s)
+        if plan.kind is FaultKind.TIMEOUT:
+            await asyncio.sleep(self.faults.settings.timeout_s)
+        return plan
+
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = normalize_path(request.path)
         if path.startswith(ADMIN_PREFIX):
@@ -195,10 +211,7 @@ class ExchangeService:
         if self.coinbase.handles(path):
             return await self._dispatch_coinbase(request, path)
         method = request.method
-        path_key, method_key = self._count_keys(method, path)
-        with self._lock:
-            self._counts[path_key] += 1
-            self._method_counts[method_key] += 1
+        self._count(method, path)
         raw_query = request.rel_url.raw_query_string
         raw_body = await request.text() if request.can_read_body else ""
         try:
@@ -206,11 +219,7 @@ class ExchangeService:
         except ApiError as exc:
             return self._json(exc.body(), exc.status)
 
-        plan = self.faults.plan(method, path)
-        if plan.latency_s > 0:
-            await asyncio.sleep(plan.latency_s)
-        if plan.kind is FaultKind.TIMEOUT:
-            await asyncio.sleep(self.faults.settings.timeout_s)
+        plan = await self._planned_fault(method, path)
         if plan.kind is FaultKind.ERROR:
             return web.Response(
                 status=503, text="Service Unavailable.", headers={WEIGHT_HEADER: str(self.limiter.used())}
@@ -259,16 +268,9 @@ class ExchangeService:
     async def _dispatch_coinbase(self, request: web.Request, path: str) -> web.StreamResponse:
         """The Coinbase dialect: same counters, faults, budget, lock and clock; Coinbase's shapes and JWT."""
         method = request.method
-        path_key, method_key = self._count_keys(method, path)
-        with self._lock:
-            self._counts[path_key] += 1
-            self._method_counts[method_key] += 1
+        self._count(method, path)
         raw_body = await request.text() if request.can_read_body else ""
-        plan = self.faults.plan(method, path)
-        if plan.latency_s > 0:
-            await asyncio.sleep(plan.latency_s)
-        if plan.kind is FaultKind.TIMEOUT:
-            await asyncio.sleep(self.faults.settings.timeout_s)
+        plan = await self._planned_fault(method, path)
         if plan.kind is FaultKind.ERROR:
             return web.Response(status=503, text="Service Unavailable.")
         if plan.kind is FaultKind.INTERNAL_ERROR:

@@ -37,6 +37,7 @@ from cta.logs import configure_logging
 from serving.models_manager import ModelManager
 from tests.conftest import subprocess_env
 from tests.factories import real_candles
+from tests.serving.test_model_manager import ROWS, ConstantPosition
 
 MARKET = Market("binance", "BTC/USDT", "1h")
 NAME = "cta.binance.BTC_USDT.1h"  # cta.registry.registered_model_name(MARKET)
@@ -262,17 +263,6 @@ def test_a_damaged_online_store_is_one_error_naming_the_file(settings_for: Any, 
 
 
 # ----- model artifacts: a champion whose files are damaged ---------------------------------------------------------
-
-
-ROWS = pd.DataFrame({"ret_1": [0.01, -0.02, 0.0, 0.03], "vol_24": [0.1, 0.2, 0.1, 0.3]})
-
-
-class ConstantPosition(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
-    def __init__(self, position: float) -> None:
-        self.position = position
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
-        return pd.Series([self.position] * len(model_input), dtype="float64").to_numpy()
 
 
 def artifact_dir(client: MlflowClient, version: str) -> Path:

@@ -195,7 +195,6 @@ def place(broker: HeldBroker, target: float, delta: float) -> OrderResult:
             ts=CANDLE,
             close=30_000.0,
             target=target,
-            delta=delta,
             decision_id=1,
             model=None,
             now=CANDLE + 3_600_000,
