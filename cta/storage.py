@@ -92,8 +92,9 @@ class S3Storage:
         body: bytes = response["Body"].read()
         return body
 
-    def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+    def put(self, key: str, data: bytes, **options: Any) -> None:
+        """`options` go to put_object as they are (e.g. ContentType, Object Lock retention)."""
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **options)
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))

@@ -16,9 +16,7 @@ checkpoints re-hashed, cannot rewrite the anchor, and the root recomputed from t
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cta.checkpoints import Checkpoint, Note, NoteError, Verifier, open_checkpoint
 from cta.config import LedgerSettings, Secrets
+from cta.storage import LocalStorage, S3Storage
 from serving import ledger
 from serving.ledger_log import Checkpointer, checkpoints_after
 
@@ -59,28 +58,17 @@ class FileAnchors:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.where = str(root)
+        self._storage = LocalStorage(root)  # atomic writes (temp file, fsync, rename)
 
     def read(self, name: str) -> str | None:
-        path = self.root / name
-        return path.read_text(encoding="utf-8") if path.exists() else None
+        raw = self._storage.get(name)
+        return None if raw is None else raw.decode("utf-8")
 
     def write(self, name: str, text: str) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            Path(tmp).replace(self.root / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        self._storage.put(name, text.encode("utf-8"))
 
     def names(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if ANCHOR_NAME.match(p.name))
+        return sorted(name for name in self._storage.list() if ANCHOR_NAME.match(name))
 
 
 class S3Anchors:
@@ -92,6 +80,7 @@ class S3Anchors:
         self.prefix = prefix.strip("/")
         self.retention_days = retention_days
         self.where = f"s3://{bucket}/{self.prefix}"
+        self._storage = S3Storage(bucket, self.prefix, client)
         self.object_lock = self._object_lock_enabled()
 
     def _object_lock_enabled(self) -> bool:
@@ -101,16 +90,9 @@ class S3Anchors:
             return False
         return bool(config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
 
-    def _key(self, name: str) -> str:
-        return f"{self.prefix}/{name}" if self.prefix else name
-
     def read(self, name: str) -> str | None:
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._key(name))
-        except self.client.exceptions.NoSuchKey:
-            return None
-        body: bytes = response["Body"].read()
-        return body.decode("utf-8")
+        raw = self._storage.get(name)
+        return None if raw is None else raw.decode("utf-8")
 
     def write(self, name: str, text: str) -> None:
         extra: dict[str, Any] = {}
@@ -119,19 +101,10 @@ class S3Anchors:
                 "ObjectLockMode": "COMPLIANCE",
                 "ObjectLockRetainUntilDate": datetime.now(UTC) + timedelta(days=self.retention_days),
             }
-        self.client.put_object(
-            Bucket=self.bucket, Key=self._key(name), Body=text.encode("utf-8"), ContentType="text/plain", **extra
-        )
+        self._storage.put(name, text.encode("utf-8"), ContentType="text/plain", **extra)
 
     def names(self) -> list[str]:
-        prefix = f"{self.prefix}/" if self.prefix else ""
-        out = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                name = item["Key"][len(prefix) :]
-                if ANCHOR_NAME.match(name):
-                    out.append(name)
-        return sorted(out)
+        return sorted(name for name in self._storage.list() if ANCHOR_NAME.match(name))
 
 
 def stores_from_settings(settings: LedgerSettings) -> list[AnchorStore]:
