@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from cta.components import configured_markets, make_exchange
+from cta.components import configured_markets, make_exchange, make_lake
 from cta.config import Settings
 from cta.errors import CTAError, ExchangeError, TemporaryExchangeError
 from cta.exchange import ExchangeAdapter
@@ -282,6 +282,7 @@ async def serving_runtime(
                 now_ms=exchange.fetch_time,
                 metrics=metrics,
                 sealer=Sealer.from_settings(settings.ledger, settings.secrets),
+                lake=make_lake(settings),
             )
             try:
                 await worker.start()

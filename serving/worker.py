@@ -25,7 +25,6 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cta.components import make_lake
 from cta.config import Settings
 from cta.decide import decide
 from cta.errors import CTAError
@@ -74,8 +73,8 @@ class Worker:
         lake: CandleLake | None = None,
     ) -> None:
         self.settings = settings
-        # the candles the pipeline stored: the history the warm-up falls back on when the exchange cannot serve it
-        # (None: the settings' lake, opened when first needed)
+        # the candles the pipeline stored: the history the warm-up and the smoke rows fall back on when the exchange
+        # cannot serve it (None: no fallback, e.g. a replay that must see only the candles it is given)
         self.lake = lake
         self.sessions = sessions
         self.broker = broker
@@ -163,8 +162,10 @@ class Worker:
 
     def _stored_candles(self, market: Market, since: int | None, end: int) -> pd.DataFrame:
         """The lake's candles of `market` with since <= ts <= end; empty when the lake has none or cannot be read."""
+        if self.lake is None:
+            return pd.DataFrame(columns=CANDLE_COLUMNS)
         try:
-            return self._lake().read(market, since, end + 1)
+            return self.lake.read(market, since, end + 1)
         except (CTAError, OSError, ValueError) as e:
             log.warning("%s: the candle lake could not be read (%s: %s)", market, type(e).__name__, e)
             return pd.DataFrame(columns=CANDLE_COLUMNS)
@@ -197,15 +198,12 @@ class Worker:
         return frame.reset_index(drop=True)
 
     def _newest_stored(self, market: Market) -> int | None:
+        if self.lake is None:
+            return None
         try:
-            return self._lake().last_ts(market)
+            return self.lake.last_ts(market)
         except (CTAError, OSError, ValueError):
             return None
-
-    def _lake(self) -> CandleLake:
-        if self.lake is None:
-            self.lake = make_lake(self.settings)
-        return self.lake
 
     # --- the loop ---------------------------------------------------------------------------------
     async def step(self) -> int:
