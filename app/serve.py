@@ -226,9 +226,11 @@ async def serving_runtime(
     when `stop` is set before they do."""
     from mlflow import MlflowClient
 
-    from cta.registry import configure_mlflow, registered_model_name, registry_problem
+    from cta.registry import configure_mlflow, promotion_lock, registered_model_name, registry_problem
     from features.feast_store import feature_store_for
+    from features.registry import feature_names
     from serving.api import ApiServer, build_app
+    from serving.champion_watch import ChampionWatch
     from serving.metrics import WorkerMetrics
 
     refuse_live(live_settings_problems(settings))  # before anything starts
@@ -283,6 +285,14 @@ async def serving_runtime(
                 metrics=metrics,
                 sealer=Sealer.from_settings(settings.ledger, settings.secrets),
                 lake=make_lake(settings),
+                watch=ChampionWatch(
+                    settings.serving.monitor,
+                    sessions,
+                    models,
+                    lambda name: promotion_lock(settings, name),
+                    columns=list(settings.features.names) if settings.features.names else feature_names(),
+                    metrics=metrics,
+                ),
             )
             try:
                 await worker.start()

@@ -26,7 +26,17 @@ from cta.config import Settings
 from cta.errors import CTAError, DataValidationError
 from cta.execution import Execution
 from cta.lake import Market
-from cta.registry import Move, champion, ensure_experiment, promote, promotion_lock, registered_model_name, tag_version
+from cta.monitor import Expectations, expectations
+from cta.registry import (
+    EXPECTATIONS_ARTIFACT,
+    Move,
+    champion,
+    ensure_experiment,
+    promote,
+    promotion_lock,
+    registered_model_name,
+    tag_version,
+)
 from features.dataset import Dataset
 
 log = logging.getLogger(__name__)
@@ -250,6 +260,21 @@ def verdict_row(market: Market, candidate: ModelBacktest, outcome: str, reasons:
     }
 
 
+def monitor_expectations(settings: Settings, evaluation: MarketEvaluation, candidate: ModelBacktest) -> Expectations:
+    """The backtest summarised for champion monitoring: its per-bar returns and positions on the window, and the
+    distribution of every feature over the rows before the window (what the model was fitted on)."""
+    assert candidate.result is not None
+    window = evaluation.window
+    training = window.features.iloc[: window.first_row]
+    return expectations(
+        candidate.version,
+        candidate.evidence(settings.backtest.initial_cash).returns,
+        candidate.result.targets,
+        {str(name): training[name].to_numpy(dtype="float64") for name in training.columns},
+        bins=settings.serving.monitor.psi_bins,
+    )
+
+
 def log_backtest_run(
     settings: Settings, evaluation: MarketEvaluation, candidate: ModelBacktest, verdict: Verdict
 ) -> str:
@@ -281,6 +306,8 @@ def log_backtest_run(
         if champion_result is not None:
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion_result.metrics.items()})
         mlflow.log_metric("deflated_sharpe", verdict.deflated_sharpe)
+        # what the worker's champion monitoring compares this version's live record with (cta.monitor)
+        mlflow.log_text(monitor_expectations(settings, evaluation, candidate).to_json(), EXPECTATIONS_ARTIFACT)
         mlflow.log_dict(
             {
                 "verdict": verdict.label,

@@ -29,6 +29,7 @@ def registry() -> dict[str, Benchmark]:
         bench_features,
         bench_ingest,
         bench_ledger,
+        bench_monitor,
         bench_servers,
         bench_serving,
         bench_train,
@@ -42,6 +43,7 @@ def registry() -> dict[str, Benchmark]:
         "serving": bench_serving.run,
         "servers": bench_servers.run,
         "ledger": bench_ledger.run,
+        "monitor": bench_monitor.run,
     }
 
 

@@ -39,6 +39,7 @@ from cta.costs import CostModel
 from cta.decide import Limits
 from cta.errors import ConfigError
 from cta.exchange_server.settings import LocalExchangeSettings
+from cta.monitor import MonitorSettings
 from cta.timeframes import TIMEFRAME_MS
 
 ENV_PREFIX = "CTA_"
@@ -344,6 +345,8 @@ class ServingSettings(_Strict):
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=0, lt=65536)] = 8780
     risk: RiskSettings = RiskSettings()
+    # the champion compared with the backtest that promoted it, between candles; a breach demotes it (cta.monitor)
+    monitor: MonitorSettings = MonitorSettings()
 
 
 _CRON_FIELD = re.compile(r"[0-9A-Za-z*/,\-]+")

@@ -44,6 +44,7 @@ from mlflow.exceptions import MlflowException
 from cta.candles import symbol_to_path
 from cta.errors import CTAError
 from cta.lake import Market
+from cta.monitor import Expectations
 
 if TYPE_CHECKING:
     from cta.config import Settings
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
+EXPECTATIONS_ARTIFACT = "monitor/expectations.json"  # on a version's backtest run (cta.monitor)
+DEMOTED = "demoted"  # the verdict tag of a champion monitoring took the alias from
 HISTORY_TAG = "cta.champion_history"
 PENDING_TAG = "cta.pending_move"  # a registry move under way (write-ahead), see the module docstring
 VERDICT_TAG = "verdict"
@@ -437,31 +440,83 @@ def rollback(client: MlflowClient, name: str, *, lock: Any, settle_timeout_s: fl
     `rolled_back`. Rolling back again goes one step further back. A registry failure part-way is settled
     (completed or undone) and, unless completed, raises PromotionError saying in which state the aliases are."""
     with lock:
-        recovered = recover_interrupted_move(client, name)
-        if recovered is not None:
-            raise PromotionError(f"{name}: {recovered}; check the champion before rolling back")
-        before, _ = alias_state(client, name)
+        before = _settled_state(client, name, "rolling back")
         history = list(before.history)
         if before.champion is None or len(history) < 2 or history[-1] != before.champion:
             raise PromotionError(f"{name}: no previous champion to roll back to (history {history})")
-        demoted, restored = history[-1], history[-2]
-        after = AliasState(restored, history[-3] if len(history) >= 3 else None, tuple(history[:-1]))
-        intent = {"kind": "rollback", "version": restored, "before": asdict(before), "after": asdict(after)}
-        outcome, failure = _move(client, name, intent, settle_timeout_s)
-        if outcome == "not_started":
-            raise PromotionError(f"{name}: rollback not done: {failure}")
-        if outcome == "undone":
-            raise PromotionError(
-                f"{name}: the registry failed during the rollback ({failure}); undone: {before.describe()}"
-            )
-        if outcome == "unsettled":
-            raise PromotionError(
-                f"{name}: the registry failed during the rollback ({failure}) and stayed unavailable; the next "
-                f"registry move completes or undoes it ({PENDING_TAG})"
-            )
-        _tag_quietly(client, name, demoted, {VERDICT_TAG: "rolled_back"})
-        log.warning("%s: rolled back from v%s to v%s", name, demoted, restored)
-        return Move(name, "rolled_back", restored, demoted)
+        move = _step_back(client, name, "rollback", before, settle_timeout_s)
+        _tag_quietly(client, name, move.previous or "", {VERDICT_TAG: "rolled_back"})
+        log.warning("%s: rolled back from v%s to v%s", name, move.previous, move.version)
+        return move
+
+
+def demote(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    reasons: str,
+    *,
+    lock: Any,
+    settle_timeout_s: float = SETTLE_TIMEOUT_S,
+) -> Move:
+    """Take the champion alias from `version` (monitoring found it no longer behaves like its backtest): back to the
+    previous champion when there is one, else no champion at all (the market goes flat). The version is tagged
+    `demoted` with the reasons. If `version` is no longer the champion, nothing moves (outcome `stale`)."""
+    with lock:
+        before = _settled_state(client, name, "demoting")
+        if before.champion != version:
+            return Move(name, "stale", version, before.champion, f"v{version} is no longer the champion")
+        move = _step_back(client, name, "demotion", before, settle_timeout_s)
+        _tag_quietly(client, name, version, {VERDICT_TAG: DEMOTED, "demotion_reasons": reasons})
+        log.warning("%s: v%s demoted (%s); champion now %s", name, version, reasons, _v(move.version or None))
+        return Move(name, DEMOTED, move.version, version, reasons)
+
+
+def _settled_state(client: MlflowClient, name: str, doing: str) -> AliasState:
+    recovered = recover_interrupted_move(client, name)
+    if recovered is not None:
+        raise PromotionError(f"{name}: {recovered}; check the champion before {doing}")
+    return alias_state(client, name)[0]
+
+
+def _step_back(client: MlflowClient, name: str, kind: str, before: AliasState, settle_timeout_s: float) -> Move:
+    """The champion alias one step back in the history (to nothing when the history has no earlier champion).
+    Returns Move(version = the restored champion or "", previous = the one that lost the alias)."""
+    history = list(before.history)
+    if history and history[-1] == before.champion:
+        history.pop()
+    restored = history[-1] if history else None
+    after = AliasState(restored, history[-2] if len(history) >= 2 else None, tuple(history))
+    intent = {"kind": kind, "version": restored, "before": asdict(before), "after": asdict(after)}
+    outcome, failure = _move(client, name, intent, settle_timeout_s)
+    if outcome == "not_started":
+        raise PromotionError(f"{name}: {kind} not done: {failure}")
+    if outcome == "undone":
+        raise PromotionError(f"{name}: the registry failed during the {kind} ({failure}); undone: {before.describe()}")
+    if outcome == "unsettled":
+        raise PromotionError(
+            f"{name}: the registry failed during the {kind} ({failure}) and stayed unavailable; the next "
+            f"registry move completes or undoes it ({PENDING_TAG})"
+        )
+    return Move(name, "rolled_back", restored or "", before.champion)
+
+
+def load_expectations(client: MlflowClient, name: str, version: str) -> Expectations | None:
+    """What the backtest that gated `version` predicts for it (cta.monitor), or None when the version has no
+    backtest run with them (registered by hand, or gated before monitoring existed): it is then not monitored.
+    Raises MlflowException when the registry fails."""
+    run_id = client.get_model_version(name, version).tags.get("backtest_run_id")
+    if not run_id:
+        return None
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/{EXPECTATIONS_ARTIFACT}")
+    except MlflowException as e:
+        if registry_unavailable(e):
+            raise
+        return None
+    except OSError:
+        return None
+    return Expectations.from_json(text)
 
 
 def versions(client: MlflowClient, name: str) -> list[ModelVersion]:

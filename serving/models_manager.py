@@ -27,7 +27,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc.model import _PythonModelPyfuncWrapper
 
-from cta.registry import CHAMPION, registry_unavailable
+from cta.monitor import Expectations
+from cta.registry import CHAMPION, DEMOTED, VERDICT_TAG, load_expectations, registry_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class LoadedModel:
     history_rows: int
     created_ms: int  # registry creation time of the version (wall clock)
     stateful: bool = False  # its position depends on its previous one: the worker passes PREVIOUS_POSITION
+    expectations: Expectations | None = None  # what its gating backtest predicts (None: not monitored)
 
     def age_days(self, now_ms: float) -> float:
         return (now_ms - self.created_ms) / 86_400_000
@@ -79,6 +81,7 @@ class ModelSlot:
     problem: str | None = None  # why the market has no (new) model, for status and logs
     failed_version: str | None = None  # a version that failed to load (not retried until the alias moves)
     untested: LoadedModel | None = None  # loaded, waiting for feature rows to smoke-test it (tried at each poll)
+    flat: str | None = None  # why the market must be flat: its champion was demoted and none came back
     checked_at: float = field(default=0.0)
 
 
@@ -115,6 +118,7 @@ def load_version(client: MlflowClient, name: str, version: str) -> LoadedModel:
         int(extra.get("history_rows", 1)),
         int(details.creation_timestamp),
         stateful=bool(extra.get("stateful", False)),
+        expectations=load_expectations(client, name, version),
     )
 
 
@@ -146,12 +150,24 @@ class ModelManager:
     def problem(self, market: str) -> str | None:
         return self.slots[market].problem
 
+    def flat(self, market: str) -> str | None:
+        """Why the market must go flat (its champion was demoted, none took its place), or None."""
+        return self.slots[market].flat
+
     async def refresh_due(self) -> None:
         """Check every market whose last check is older than the poll interval."""
         now = time.monotonic()
         for market, slot in self.slots.items():
             if now - slot.checked_at >= self.poll_s:
                 await self.refresh(market)
+
+    async def _demoted(self, slot: ModelSlot, version: str) -> bool:
+        """Whether `version` lost the champion alias to a demotion (not, e.g., a registry edited by hand)."""
+        try:
+            details = await asyncio.to_thread(self.client.get_model_version, slot.name, version)
+        except MlflowException:
+            return False
+        return (details.tags or {}).get(VERDICT_TAG) == DEMOTED
 
     async def _registry_down(self) -> str | None:
         return None if self.probe is None else await asyncio.to_thread(self.probe)
@@ -170,6 +186,13 @@ class ModelManager:
         except MlflowException as e:
             if registry_unavailable(e):
                 slot.problem = f"the model registry is unavailable ({type(e).__name__}: {e}); {kept}"
+            elif slot.current is not None and await self._demoted(slot, slot.current.version):
+                slot.flat = slot.problem = (
+                    f"champion v{slot.current.version} was demoted and no earlier champion took its place: flat"
+                )
+                slot.current = None
+                log.warning("%s: %s", market, slot.problem)
+                return
             elif slot.current is None:
                 slot.problem = f"no champion for {slot.name} (nothing trades until one is promoted)"
             else:
@@ -209,7 +232,7 @@ class ModelManager:
             log.error("%s: %s", market, slot.problem)
             return
         previous = slot.current.version if slot.current else None
-        slot.current, slot.problem, slot.failed_version = loaded, None, None
+        slot.current, slot.problem, slot.failed_version, slot.flat = loaded, None, None, None
         if self.on_swap is not None:
             self.on_swap(market, previous, loaded)
         log.info("%s: now trading with %s v%s (was %s)", market, slot.name, version, previous or "none")

@@ -45,6 +45,7 @@ from serving.target import ORDER_UNDER_WAY, follow_order, restore_interrupted_or
 from serving.types import Broker
 
 if TYPE_CHECKING:
+    from serving.champion_watch import ChampionWatch
     from serving.ledger_anchor import Sealer
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class Worker:
         metrics: Any | None = None,
         sealer: Sealer | None = None,
         lake: CandleLake | None = None,
+        watch: ChampionWatch | None = None,
     ) -> None:
         self.settings = settings
         # the candles the pipeline stored: the history the warm-up and the smoke rows fall back on when the exchange
@@ -83,6 +85,7 @@ class Worker:
         self.fetch_candles = fetch_candles
         self.now_ms = now_ms
         self.metrics = metrics
+        self.watch = watch  # compares each champion with its backtest between candles, demotes it on a breach
         self.sealer = sealer  # signs and anchors the ledger's checkpoints between candles (None: no signing key)
         self.last_now: int | None = None  # market time of the last step
         self.execution = Execution.from_settings(settings.costs, settings.backtest)
@@ -241,12 +244,26 @@ class Worker:
                 if report.changed:
                     log.warning("periodic reconciliation changed the books: %s", report)
             await self.step()
+            await self.watch_champions()
             self.seal_ledger()
             if limit and all(s.bars >= limit for s in self.states.values()):
                 self.seal_ledger(force=True)
                 return
             await asyncio.sleep(self.settings.serving.poll_interval_s)
         self.seal_ledger(force=True)
+
+    async def watch_champions(self) -> None:
+        """Champion monitoring, between candles (never inside a decision): each market whose assessment is due.
+        A failure is logged, not fatal: trading goes on with the champion it has."""
+        if self.watch is None:
+            return
+        for state in self.states.values():
+            try:
+                await self.watch.check(state)
+            except Exception:
+                log.exception("%s: champion monitoring failed (trading goes on)", state.market)
+                if self.metrics:
+                    self.metrics.error("champion_watch")
 
     def seal_ledger(self, *, force: bool = False) -> None:
         """A signed checkpoint of the ledger when one is due (`force`: whenever it grew), published to the anchors;
@@ -343,6 +360,8 @@ class Worker:
             reason = "not enough history for features"
         elif model is None:
             reason = self.models.problem(key) or "no model"
+            if self.models.flat(key) is not None:  # demoted with none to fall back on: out, through decide and risk
+                prediction = 0.0
         else:
             # the context a backtest gives the row: 4 x history rows before it (backtests.evaluate.model_positions)
             rows = list(state.features)[-(model.history_rows * 4 + 1) :]

@@ -16,6 +16,7 @@ from cta.registry import (
     PromotionError,
     champion,
     champion_history,
+    demote,
     promote,
     registry_lock,
     rollback,
@@ -73,6 +74,28 @@ def test_rollback_restores_the_previous_champion_step_by_step(registry) -> None:
         rollback(client, NAME, lock=registry_lock(uri, locks, NAME))
     champ = champion(client, NAME)
     assert champ is not None and str(champ.version) == "1"
+
+
+def test_a_demotion_gives_the_alias_back_to_the_previous_champion_or_to_nobody(registry) -> None:
+    client, uri, locks = registry
+    for version, expected in (("1", None), ("2", "1")):
+        promote(client, NAME, version, expected_champion=expected, reason="gate", lock=registry_lock(uri, locks, NAME))
+    stale = demote(client, NAME, "1", "returns: short", lock=registry_lock(uri, locks, NAME))
+    assert stale.outcome == "stale" and aliases(client) == {CHAMPION: "2", PREVIOUS: "1"}
+
+    move = demote(client, NAME, "2", "returns: short", lock=registry_lock(uri, locks, NAME))
+    assert (move.outcome, move.version, move.previous) == ("demoted", "1", "2")
+    assert aliases(client) == {CHAMPION: "1"}
+    assert client.get_model_version(NAME, "2").tags["verdict"] == "demoted"
+    assert client.get_model_version(NAME, "2").tags["demotion_reasons"] == "returns: short"
+    assert champion_history(client, NAME) == ["1"]
+
+    last = demote(client, NAME, "1", "feature_drift: rsi_14 0.9", lock=registry_lock(uri, locks, NAME))
+    assert (last.outcome, last.version) == ("demoted", "")
+    assert aliases(client) == {} and champion(client, NAME) is None and champion_history(client, NAME) == []
+    # the next gate promotes against no champion
+    promote(client, NAME, "3", expected_champion=None, reason="gate", lock=registry_lock(uri, locks, NAME))
+    assert aliases(client) == {CHAMPION: "3"}
 
 
 def test_without_any_champion_rollback_is_refused(registry) -> None:

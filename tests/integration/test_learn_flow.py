@@ -14,6 +14,7 @@ import pytest
 from cta.config import Settings
 from cta.errors import ConfigError
 from cta.exchange_server import LocalExchangeServer
+from cta.registry import load_expectations
 from flows.deployments import all_deployments, learn_deployments
 from flows.ingest import ingest_flow
 from flows.learn import learn_flow
@@ -68,6 +69,10 @@ def test_learn_flow_trains_gates_and_promotes_one_market(
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("cta.binance.BTC_USDT.1h", "champion").version) == "1"
     assert client.search_model_versions("name = 'cta.binance.ETH_USDT.1h'") == []  # only its own market learned
+    # what champion monitoring will hold the champion to: its gating backtest, bar by bar, and the training rows
+    expected = load_expectations(client, "cta.binance.BTC_USDT.1h", "1")
+    assert expected is not None and expected.version == "1" and len(expected.bar_returns) > 100
+    assert "rsi_14" in expected.feature_edges and abs(sum(expected.feature_fractions["rsi_14"]) - 1) < 1e-9
 
 
 def test_one_learn_deployment_per_market_on_the_cron_one_run_at_a_time() -> None:
