@@ -114,7 +114,7 @@ COPY --from=project /dist /tmp/dist
 RUN /opt/venv/bin/pip install --no-index --no-cache-dir --no-deps /tmp/dist/*.whl \
     && rm -rf /tmp/dist \
     && PREFECT_HOME=/tmp/check MPLCONFIGDIR=/tmp/check KERAS_HOME=/tmp/check TORCHINDUCTOR_CACHE_DIR=/tmp/check \
-       /opt/venv/bin/python -c "import app.cli, serving, flows.learn, backtests.bt_engine, torch, tensorflow, ray" \
+       /opt/venv/bin/python -c "import app.cli, serving, flows.learn, backtests.bt_engine, torch, tensorflow, ray, prefect_kubernetes" \
     && rm -rf /tmp/check
 COPY config /app/config
 COPY deploy/healthcheck.py /opt/cta/healthcheck.py
