@@ -120,12 +120,28 @@ def docker() -> Iterator[images.Docker]:
         assert not daemon.docker.ping(), "the private dockerd is still answering"
 
 
+# Secrets in the environment of the build (as on a developer's machine): none may reach an image (issue 15, item 5).
+BUILD_CANARIES = {
+    name: f"canary-{name.lower()}-{secrets.token_hex(8)}"
+    for name in ("CTA_API_KEY", "CTA_API_SECRET", "CTA_API_TOKEN", "CTA_DB_PASSWORD", "CTA_LEDGER_SIGNING_KEY")
+}
+
+
 @pytest.fixture(scope="module")
-def built(docker: images.Docker) -> dict[str, str]:
+def built(docker: images.Docker) -> Iterator[dict[str, str]]:
     timings = images.Timings()
-    tags = images.build_all(docker, base="debootstrap", tag="stacktest", timings=timings)
+    saved = {name: os.environ.get(name) for name in BUILD_CANARIES}
+    os.environ.update(BUILD_CANARIES)
+    try:
+        tags = images.build_all(docker, base="debootstrap", tag="stacktest", timings=timings)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     TIMINGS["images"] = timings.as_dict()
-    return tags
+    yield tags
 
 
 @pytest.fixture(scope="module")
@@ -338,6 +354,54 @@ def flow_run_logs(stack: Stack, flow_run_id: str) -> str:
 
 
 # ----- the test -------------------------------------------------------------------------------------------------
+
+
+SECRET_FILE_NAMES = {".env", ".netrc", ".pgpass", "id_rsa", "id_ed25519", "credentials", ".terraformrc"}
+
+
+def test_the_images_carry_no_secrets(docker: images.Docker, built: dict[str, str]) -> None:
+    """No secret of the build's environment in either image's metadata (config, history) and none in the runtime
+    image's files, nor a file of a kind that holds secrets (.env, keys, credentials). The flows image's files are
+    not read (4 GB: a minute and a half): what it takes from the build context is what the runtime image takes."""
+    canaries = [value.encode() for value in BUILD_CANARIES.values()]
+    for tag in built.values():
+        metadata = docker("image", "inspect", tag) + docker("history", "--no-trunc", tag)
+        assert not [c for c in canaries if c.decode() in metadata], f"{tag}: a build secret in its metadata"
+    started = time.monotonic()
+    found, scanned = layer_findings(docker, built["runtime"], canaries)
+    TIMINGS["seconds"]["secret_scan_runtime"] = round(time.monotonic() - started, 1)
+    assert scanned > 10_000, f"only {scanned} files read from {built['runtime']}'s layers"
+    assert found == [], f"{built['runtime']}: {found}"
+
+
+def layer_findings(docker: images.Docker, tag: str, canaries: list[bytes]) -> tuple[list[str], int]:
+    """(files that hold a canary or are named like a secret, files read) over every layer of `docker save`."""
+    import tarfile
+
+    found: list[str] = []
+    scanned = 0
+    process = subprocess.Popen([docker.client, "save", tag], stdout=subprocess.PIPE, env=docker.env())
+    assert process.stdout is not None
+    with tarfile.open(fileobj=process.stdout, mode="r|") as archive:
+        for member in archive:
+            layer = archive.extractfile(member) if member.isfile() else None
+            if layer is None or not (member.name.endswith("layer.tar") or member.name.startswith("blobs/")):
+                continue
+            try:
+                with tarfile.open(fileobj=layer, mode="r|") as files:
+                    for entry in files:
+                        name = entry.name.rsplit("/", 1)[-1]
+                        if entry.isfile() and name in SECRET_FILE_NAMES:
+                            found.append(f"{entry.name} (a secret's kind of file)")
+                        handle = files.extractfile(entry) if entry.isfile() and entry.size < 4_000_000 else None
+                        if handle is not None:
+                            scanned += 1
+                            data = handle.read()
+                            found += [f"{entry.name} holds {c.decode()[:24]}..." for c in canaries if c in data]
+            except tarfile.ReadError:  # the manifest and config blobs are JSON, not layers
+                continue
+    assert process.wait(timeout=600) == 0
+    return found, scanned
 
 
 def test_the_stack_learns_a_champion_and_trades_it_on_paper(stack: Stack) -> None:
