@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from backtests.engine import BacktestResult, Bars, buy_and_hold, run_fast
 from backtests.gate import Evidence, Verdict, best_passing, gate, per_bar_sharpe
+from backtests.market_report import CandidateLine, GateSummary, candidates_figure, market_markdown
 from backtests.metrics import bar_returns
 from cta.config import Settings
 from cta.errors import CTAError, DataValidationError
@@ -214,9 +216,12 @@ def record_and_promote(settings: Settings, client: MlflowClient, evaluation: Mar
     best = best_passing(evaluation.verdicts, sharpes)
     rows: list[dict[str, Any]] = []
     lock = promotion_lock(settings, name)
+    gate_id = uuid.uuid4().hex
     for candidate in evaluation.candidates:
         verdict = evaluation.verdicts[candidate.version]
-        run_id = log_backtest_run(settings, evaluation, candidate, verdict) if candidate.result is not None else ""
+        run_id = (
+            log_backtest_run(settings, evaluation, candidate, verdict, gate_id) if candidate.result is not None else ""
+        )
         metrics = candidate.result.metrics if candidate.result is not None else {}
         tags = {
             "verdict": verdict.label,
@@ -242,7 +247,56 @@ def record_and_promote(settings: Settings, client: MlflowClient, evaluation: Mar
             )
             outcome, reasons = move.outcome, move.detail
         rows.append(verdict_row(evaluation.market, candidate, outcome, reasons))
+    log_gate_report(settings, evaluation, rows, gate_id)
     return rows
+
+
+def gate_summary(evaluation: MarketEvaluation, rows: list[dict[str, Any]]) -> GateSummary:
+    """The gate run as the market report shows it (`rows`: record_and_promote's verdict rows)."""
+    from backtests.report import utc
+
+    ts = evaluation.window.bars.ts
+    deflated = {version: verdict.deflated_sharpe for version, verdict in evaluation.verdicts.items()}
+    return GateSummary(
+        market=str(evaluation.market),
+        window=f"{utc(ts[0])} - {utc(ts[-1])}" if len(ts) else "n/a",
+        bars=len(ts),
+        trials=sum(1 for c in evaluation.candidates if c.result is not None),
+        buy_and_hold={k: float(evaluation.benchmark.metrics[k]) for k in ("total_return", "sharpe", "max_drawdown")},
+        candidates=[
+            CandidateLine(
+                family=row["family"],
+                version=str(row["version"]),
+                total_return=float(row["total_return"]),
+                sharpe=float(row["sharpe"]),
+                max_drawdown=float(row["max_drawdown"]),
+                trades=int(row["trades"]),
+                deflated_sharpe=float(deflated.get(str(row["version"]), float("nan"))),
+                verdict=str(row["verdict"]),
+                reasons=str(row["reasons"]),
+            )
+            for row in rows
+        ],
+        champion_before=f"v{evaluation.champion_version}" if evaluation.champion_version else None,
+    )
+
+
+def log_gate_report(settings: Settings, evaluation: MarketEvaluation, rows: list[dict[str, Any]], gate_id: str) -> str:
+    """One MLflow run per gate (kind `gate`): the market report of every candidate it judged (Markdown, PNG, JSON)."""
+    summary = gate_summary(evaluation, rows)
+    with mlflow.start_run(
+        experiment_id=ensure_experiment(settings, evaluation.market), run_name=f"gate-{evaluation.market}"
+    ) as run:
+        mlflow.set_tags({"kind": "gate", "gate_id": gate_id, "model_name": evaluation.model_name})
+        mlflow.log_metrics({"trials": summary.trials, "bars": summary.bars})
+        mlflow.log_dict(asdict(summary), "gate/summary.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            candidates_figure(summary, folder / "candidates.png")
+            text = market_markdown(summary, None, market=summary.market, image="candidates.png", with_live=False)
+            (folder / "report.md").write_text(f"# Gate report\n\n{text}")
+            mlflow.log_artifacts(str(folder), artifact_path="gate")
+        return str(run.info.run_id)
 
 
 def verdict_row(market: Market, candidate: ModelBacktest, outcome: str, reasons: str) -> dict[str, Any]:
@@ -276,7 +330,7 @@ def monitor_expectations(settings: Settings, evaluation: MarketEvaluation, candi
 
 
 def log_backtest_run(
-    settings: Settings, evaluation: MarketEvaluation, candidate: ModelBacktest, verdict: Verdict
+    settings: Settings, evaluation: MarketEvaluation, candidate: ModelBacktest, verdict: Verdict, gate_id: str = ""
 ) -> str:
     """One MLflow run per backtest: metrics of the candidate, buy-and-hold and the champion on the
     same bars, the verdict, an equity/drawdown PNG, a Markdown report and the fills."""
@@ -299,6 +353,7 @@ def log_backtest_run(
                 "window_ms": f"{int(window.bars.ts[0])}-{int(window.bars.ts[-1])}",
                 "verdict": verdict.label,
                 "compared_with": f"v{verdict.champion_version}" if verdict.champion_version else "none",
+                "gate_id": gate_id,
             }
         )
         mlflow.log_metrics(result.metrics)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -84,6 +85,31 @@ def pipeline(
 
     result = asyncio.run(pipeline_flow(settings, symbols=symbol, timeframes=timeframe, candidates=candidate))
     render.print_verdicts(result["verdicts"])
+
+
+@cli.command()
+def report(
+    ctx: typer.Context,
+    symbol: SymbolOpt = None,
+    timeframe: TimeframeOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for report.md and its PNGs (default: <data_dir>/reports/<time>)."),
+    ] = None,
+) -> None:
+    """Per market: every candidate of the newest gate after costs beside buy-and-hold and flat, deflated Sharpe
+    and trial count, verdicts and reasons; the champion's live record against its backtest. Markdown and PNG."""
+    from datetime import UTC, datetime
+
+    from app.report import build_report
+    from cta.components import configured_markets
+
+    settings = settings_of(ctx)
+    folder = out or settings.paths.data_dir / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    with _registry_errors(settings):
+        path = build_report(settings, configured_markets(settings, symbol, timeframe), folder)
+    console.print(path.read_text(), markup=False, highlight=False)
+    console.print(f"[bold]report:[/] {path}")
 
 
 def _one_market(settings: Settings, symbols: list[str] | None, timeframes: list[str] | None) -> Market:

@@ -11,9 +11,11 @@ from typing import Any
 import mlflow
 import pytest
 
+from app.report import build_report
 from cta.config import Settings
 from cta.errors import ConfigError
 from cta.exchange_server import LocalExchangeServer
+from cta.lake import Market
 from cta.registry import load_expectations
 from flows.deployments import all_deployments, learn_deployments
 from flows.ingest import ingest_flow
@@ -73,6 +75,12 @@ def test_learn_flow_trains_gates_and_promotes_one_market(
     expected = load_expectations(client, "cta.binance.BTC_USDT.1h", "1")
     assert expected is not None and expected.version == "1" and len(expected.bar_returns) > 100
     assert "rsi_14" in expected.feature_edges and abs(sum(expected.feature_fractions["rsi_14"]) - 1) < 1e-9
+    # the honest report: the gate's candidates beside buy-and-hold and flat, the trial count, the verdict
+    report = build_report(settings, [Market.parse("binance:BTC/USDT:1h")], tmp_path / "report").read_text()
+    assert "1 candidate(s) tried" in report and "| buy-and-hold |" in report and "| flat (no position) |" in report
+    assert "| logistic | v1 |" in report and "| champion |" in report
+    assert "### Champion v1: live against its backtest" in report and "it has not traded here" in report
+    assert (tmp_path / "report" / "candidates-binance_BTC_USDT_1h.png").stat().st_size > 1000
 
 
 def test_one_learn_deployment_per_market_on_the_cron_one_run_at_a_time() -> None:

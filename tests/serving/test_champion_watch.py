@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sqlalchemy import select
 
+from app.report import build_report
 from backtests.engine import Bars, run_fast
 from backtests.metrics import bar_returns
 from cta.execution import Execution
@@ -244,3 +245,8 @@ def test_a_champion_living_its_backtest_is_not_demoted_and_its_record_lines_up_w
     np.testing.assert_allclose(record.returns, backtest.returns[1:], rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(record.positions, backtest.positions[1:])
     assert set(record.features) == set(feature_names()) and np.isfinite(record.features["rsi_14"]).all()
+    # `cta report`'s view of it: the live record beside the backtest, no departure (and no gate run here)
+    report = build_report(settings, [MARKET], tmp_path / "report").read_text()
+    assert "No gate has run for this market yet." in report
+    assert f"### Champion v{version}: live against its backtest ({len(live) - 1:,} bars of live returns)" in report
+    assert "Monitoring finds no departure from its backtest." in report and "| worst drawdown |" in report
