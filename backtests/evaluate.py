@@ -326,6 +326,7 @@ def monitor_expectations(settings: Settings, evaluation: MarketEvaluation, candi
         candidate.result.targets,
         {str(name): training[name].to_numpy(dtype="float64") for name in training.columns},
         bins=settings.serving.monitor.psi_bins,
+        psi_window=settings.serving.monitor.window_bars,
     )
 
 

@@ -84,7 +84,8 @@ def market_markdown(
         lines += [
             f"Gate window: {summary.window} ({summary.bars:,} out-of-sample bars); {summary.trials} candidate(s) "
             f"tried, compared with champion {summary.champion_before or 'none'}. After costs, {positive} of "
-            f"{len(summary.candidates)} made money and {beat_hold} beat buy-and-hold.",
+            f"{len(summary.candidates)} made money and {beat_hold} beat buy-and-hold's return "
+            f"({summary.buy_and_hold['total_return']:+.2%}; the gate compares Sharpe ratios).",
             "",
         ]
         rows = [

@@ -19,7 +19,9 @@ positions held, the feature rows it decided on) is compared with them by `assess
   backtest's by more than `hit_rate_drop`;
 - feature drift: the population stability index (PSI) of a feature's last `window_bars` values against its
   training distribution (decile bins) exceeds `psi_max` (0.1 is usually read as "some shift", 0.25 "major"; a
-  week of rows has sampling noise of its own, hence 0.5), judged once `window_bars` rows are in.
+  week of rows has sampling noise of its own, hence 0.5), or, for a feature with a long memory, the 99th
+  percentile of the PSI of the training rows' own stretches of that length by `psi_margin`; judged once
+  `window_bars` rows are in.
 
 Nothing is judged before `min_bars` observations: a new champion gets time before any verdict.
 """
@@ -60,6 +62,7 @@ class MonitorSettings(BaseModel):
     hit_rate_drop: float = Field(default=0.2, gt=0, lt=1)
     min_in_market_bars: int = Field(default=48, ge=1)  # bars holding a position before the hit rate is judged
     psi_max: float = Field(default=0.5, gt=0)
+    psi_margin: float = Field(default=0.5, ge=0)  # over the 99th percentile of the training rows' own stretches
     psi_bins: int = Field(default=10, ge=2, le=50)
 
 
@@ -80,6 +83,10 @@ class Expectations:
     hit_rate: float  # share of bars holding a position that gained (nan: never in the market)
     feature_edges: dict[str, tuple[float, ...]] = field(default_factory=dict)  # inner bin edges, training rows
     feature_fractions: dict[str, tuple[float, ...]] = field(default_factory=dict)  # share of training rows per bin
+    # the 99th percentile of the PSI of `psi_window`-row stretches of the training rows themselves: a feature with a
+    # long memory (a 168-bar ratio) moves little within a week, so a week's PSI is large even with no drift at all
+    feature_psi_p99: dict[str, float] = field(default_factory=dict)
+    psi_window: int = 0
 
     @property
     def return_mean(self) -> float:
@@ -108,6 +115,8 @@ class Expectations:
             hit_rate=float(data["hit_rate"]),
             feature_edges={k: tuple(float(e) for e in v) for k, v in data.get("feature_edges", {}).items()},
             feature_fractions={k: tuple(float(f) for f in v) for k, v in data.get("feature_fractions", {}).items()},
+            feature_psi_p99={k: float(v) for k, v in data.get("feature_psi_p99", {}).items()},
+            psi_window=int(data.get("psi_window", 0)),
         )
 
 
@@ -214,8 +223,11 @@ def expectations(
     training_features: Mapping[str, np.ndarray],
     *,
     bins: int = 10,
+    psi_window: int = 168,
+    stretches: int = 200,
 ) -> Expectations:
-    """Summarise a backtest (per-bar returns after costs, the position held after each bar) and the training rows."""
+    """Summarise a backtest (per-bar returns after costs, the position held after each bar) and the training rows
+    (with the spread of the PSI of `stretches` random `psi_window`-row stretches of them, per feature)."""
     returns = np.asarray(returns, dtype="float64")
     positions = np.asarray(positions, dtype="float64")
     held = held_returns(returns, positions)
@@ -223,6 +235,15 @@ def expectations(
     fractions = {
         name: tuple(float(f) for f in bin_fractions(values, edges[name])) for name, values in training_features.items()
     }
+    rng = np.random.default_rng(0)
+    psi_p99: dict[str, float] = {}
+    for name, values in training_features.items():
+        column = np.asarray(values, dtype="float64")
+        if len(column) <= psi_window * 2 or not edges[name]:
+            continue
+        starts = rng.integers(0, len(column) - psi_window, size=stretches)
+        spread = [psi(fractions[name], bin_fractions(column[s : s + psi_window], edges[name], 0.5)) for s in starts]
+        psi_p99[name] = float(np.quantile(spread, 0.99))
     return Expectations(
         version=version,
         bar_returns=tuple(float(r) for r in returns),
@@ -234,10 +255,18 @@ def expectations(
         hit_rate=hit_rate(returns, positions)[0],
         feature_edges=edges,
         feature_fractions=fractions,
+        feature_psi_p99=psi_p99,
+        psi_window=psi_window,
     )
 
 
 # ----- the verdict ---------------------------------------------------------------------------------------------
+
+
+def psi_limit(expected: Expectations, name: str, settings: MonitorSettings) -> float:
+    """A feature's PSI limit: `psi_max`, or more for a feature whose own training stretches of the same length
+    already spread that far (their 99th percentile, times 1 + `psi_margin`)."""
+    return max(settings.psi_max, expected.feature_psi_p99.get(name, 0.0) * (1 + settings.psi_margin))
 
 
 def feature_psi(expected: Expectations, features: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -335,15 +364,17 @@ def assess(expected: Expectations, observed: Observed, settings: MonitorSettings
         else {name: np.asarray(v, dtype="float64")[-settings.window_bars :] for name, v in observed.features.items()}
     )
     drifted = {
-        name: value for name, value in feature_psi(expected, recent_features).items() if value > settings.psi_max
+        name: (value, limit)
+        for name, value in feature_psi(expected, recent_features).items()
+        if value > (limit := psi_limit(expected, name, settings))
     }
     if drifted:
-        top = sorted(drifted.items(), key=lambda item: -item[1])[:5]
+        top = sorted(drifted.items(), key=lambda item: -item[1][0] / item[1][1])[:5]
         breaches.append(
             Breach(
                 "feature_drift",
-                "PSI against the training rows above "
-                f"{settings.psi_max:g}: " + ", ".join(f"{name} {value:.2f}" for name, value in top),
+                f"PSI of the last {settings.window_bars} rows against the training rows: "
+                + ", ".join(f"{name} {value:.2f} (limit {limit:.2f})" for name, (value, limit) in top),
             )
         )
     return breaches

@@ -174,4 +174,8 @@ def demo(ctx: typer.Context) -> None:
         "/metrics, /api/positions, /api/orders, /api/equity, /api/champion; token from CTA_API_TOKEN; address "
         "serving.api_host:serving.api_port, logged at start); `cta kill-switch halt --reason ...`"
     )
+    console.print(
+        f"  Report: `cta {profile}report` (per market: the gate's candidates after costs beside buy-and-hold and "
+        "flat, verdicts and reasons; the champion live against its backtest), Markdown and PNG"
+    )
     console.print("  Schedules: `cta flows serve`, or `cta flows deploy` + `cta flows worker` (same Prefect server)")

@@ -204,8 +204,13 @@ def print_trading_summary(session: Any) -> None:
     for row in session.rows:
         orders = per_market.get(row["market"], [])
         fills = sum(order["fills"] for order in orders)
-        if row["model"] == "none":
+        if row["model"] == "none" and not orders:
             what = f"nothing traded: {row['note'] or 'no model'}"
+        elif row["model"] == "none":  # it traded, then lost its champion (demoted by monitoring)
+            what = (
+                f"{len(orders)} orders, {fills} fills over {row['bars']} candles, PnL {row['pnl']:+.2%} "
+                f"(buy & hold {row['buy_and_hold']:+.2%}); now no model: {row['note'] or 'none'}"
+            )
         else:
             what = (
                 f"champion {row['model']}: {len(orders)} orders, {fills} fills over {row['bars']} candles, "

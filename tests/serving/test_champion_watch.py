@@ -185,7 +185,7 @@ def test_with_no_previous_champion_a_demotion_takes_the_market_flat_through_an_o
     training = compute_features(real_candles("BTCUSDT", "1h", 400))
     # a backtest fitted on rows where RSI never left 0..10: every live row lands in its top bin (feature drift)
     skewed = {name: training[name].to_numpy() for name in feature_names()}
-    skewed["rsi_14"] = np.linspace(0.0, 10.0, 400)
+    skewed["rsi_14"] = np.linspace(0.0, 10.0, len(training))
     honest = run_long_backtest(settings, real_candles("BTCUSDT", "1h", 800).iloc[400:])
     client = MlflowClient()
     with mlflow.start_run() as run:

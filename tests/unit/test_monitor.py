@@ -92,3 +92,21 @@ def test_a_regime_change_is_caught_within_a_bounded_number_of_bars(kind: str, wi
 def test_behaving_record_and_backtest_share_their_shape() -> None:
     record = behaving(np.random.default_rng(4), 100)
     assert len(record.returns) == len(record.positions) == 100 and record.returns[0] == 0.0
+
+
+def test_a_feature_with_a_long_memory_is_judged_against_its_own_weekly_spread() -> None:
+    """A slow feature (AR(1), 0.995) barely moves within a week, so a week's PSI against all the training rows is
+    large with no drift at all: its limit is the 99th percentile of the training rows' own weeks (plus a margin)."""
+    rng = np.random.default_rng(5)
+    slow = np.zeros(12_000)
+    for i in range(1, len(slow)):
+        slow[i] = 0.995 * slow[i - 1] + rng.normal()
+    expected = expectations("1", np.zeros(10), np.zeros(10), {"slow": slow[:10_000], "fast": rng.normal(0, 1, 10_000)})
+    assert expected.feature_psi_p99["slow"] > SETTINGS.psi_max > expected.feature_psi_p99["fast"]
+    week = slice(10_500, 10_500 + SETTINGS.window_bars)
+    live = {"slow": slow[week], "fast": rng.normal(0, 1, SETTINGS.window_bars)}
+    n = SETTINGS.window_bars
+    assert assess(expected, Observed(np.zeros(n), np.zeros(n), live), SETTINGS) == []
+    live["fast"] = live["fast"] + 1.5
+    breaches = assess(expected, Observed(np.zeros(n), np.zeros(n), live), SETTINGS)
+    assert [b.check for b in breaches] == ["feature_drift"] and "fast" in breaches[0].detail
