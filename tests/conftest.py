@@ -77,8 +77,15 @@ def prefect_harness() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[str]:
     """moto in server mode on a free loopback port; yields the endpoint URL."""
+    with moto_server() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def moto_server(**env: str) -> Iterator[str]:
+    """A moto server on a free loopback port (`env`: moto's settings, e.g. MOTO_IAM_LOAD_MANAGED_POLICIES); yields
+    its URL, stops it after."""
     import socket
-    import subprocess
     import sys
     import time
     import urllib.request
@@ -86,10 +93,9 @@ def moto_s3() -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

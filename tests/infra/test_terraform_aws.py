@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import moto_server as start_moto
 from tests.infra.conftest import CHECKOV_ENV, INFRA, copy_module, run_tool
 
 TERRAFORM = INFRA / "terraform"
@@ -126,37 +123,8 @@ def test_no_secret_values_are_variables_or_plain_outputs() -> None:
 def moto_server() -> Iterator[str]:
     """Our own moto server: IAM needs AWS-managed policies loaded (MOTO_IAM_LOAD_MANAGED_POLICIES) for the EKS/RDS
     role attachments, which the shared moto_s3 fixture does not enable."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.2)
-    try:
+    with start_moto(MOTO_IAM_LOAD_MANAGED_POLICIES="true") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def moto_override(url: str) -> str:
