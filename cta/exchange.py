@@ -270,12 +270,22 @@ class ExchangeAdapter:
         return venue - (before + after) / 2
 
     async def api_restrictions(self) -> dict[str, Any] | None:
-        """What the API key may do, where the venue reports it (Binance: enableWithdrawals, ...)."""
+        """What the API key may do, where the venue reports it, in Binance's terms (enableWithdrawals, ...):
+        Binance's apiRestrictions as they are; Coinbase's key permissions (can_transfer: the key may move funds out)
+        translated. None where the venue says nothing."""
         method = getattr(self._ccxt, "sapiGetAccountApiRestrictions", None)
-        if method is None:
-            return None
-        restrictions: dict[str, Any] = await self._read("api restrictions", method)
-        return restrictions
+        if method is not None:
+            restrictions: dict[str, Any] = await self._read("api restrictions", method)
+            return restrictions
+        permissions = getattr(self._ccxt, "v3PrivateGetBrokerageKeyPermissions", None)
+        if permissions is not None:
+            found: dict[str, Any] = await self._read("key permissions", permissions)
+            return {
+                "enableWithdrawals": bool(found.get("can_transfer")),
+                "enableSpotAndMarginTrading": bool(found.get("can_trade")),
+                "enableReading": bool(found.get("can_view")),
+            }
+        return None
 
     async def check_credentials(self) -> None:
         """A signed read (the balance): raises ExchangeError if the venue rejects the key pair."""

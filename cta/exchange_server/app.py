@@ -97,7 +97,7 @@ class ExchangeService:
             store, self.engine, settings.weight_limit_per_minute, self.wall, settings.withdrawals_enabled
         )
         self.coinbase_key = coinbase_key
-        self.coinbase = CoinbaseApi(store, self.engine, self.wall)
+        self.coinbase = CoinbaseApi(store, self.engine, self.wall, can_transfer=settings.withdrawals_enabled)
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._method_counts: Counter[tuple[str, str]] = Counter()

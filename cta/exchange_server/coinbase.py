@@ -16,6 +16,7 @@ Routes (public unless marked JWT):
 - GET /v2/time, /api/v3/brokerage/time, /v2/currencies, /v2/currencies/crypto, /v2/exchange-rates
 - GET /api/v3/brokerage/market/products, /api/v3/brokerage/market/products/{product_id}[/candles]
 - JWT: GET /api/v3/brokerage/products[/{product_id}[/candles]], /api/v3/brokerage/transaction_summary,
+  /api/v3/brokerage/key_permissions,
   /v2/accounts, /api/v3/brokerage/accounts, /api/v3/brokerage/orders/historical/{order_id},
   /api/v3/brokerage/orders/historical/batch, /api/v3/brokerage/orders/historical/fills;
   POST /api/v3/brokerage/orders, /api/v3/brokerage/orders/batch_cancel
@@ -191,10 +192,11 @@ _CREATE_FAILURES: tuple[tuple[str, str, str], ...] = (
 class CoinbaseApi:
     """The Coinbase Advanced Trade endpoints over one CandleStore and one MatchingEngine (shared with Binance's)."""
 
-    def __init__(self, store: CandleStore, engine: MatchingEngine, wall: Clock) -> None:
+    def __init__(self, store: CandleStore, engine: MatchingEngine, wall: Clock, *, can_transfer: bool = False) -> None:
         self._store = store
         self._engine = engine
         self._wall = wall
+        self._can_transfer = can_transfer  # what key_permissions reports (live-safety drills)
         self._orders: dict[int, _OrderMeta] = {}
         self._by_client_id: dict[str, int] = {}
         self._by_product = {product_id(s): s for s in store.symbols}
@@ -216,6 +218,7 @@ class CoinbaseApi:
             ("GET", "/api/v3/brokerage/products/{product_id}", self.product),
             ("GET", "/api/v3/brokerage/products/{product_id}/candles", self.candles),
             ("GET", "/api/v3/brokerage/transaction_summary", self.transaction_summary),
+            ("GET", "/api/v3/brokerage/key_permissions", self.key_permissions),
             ("GET", "/v2/accounts", self.accounts_v2),
             ("GET", "/api/v3/brokerage/accounts", self.accounts_v3),
             ("POST", "/api/v3/brokerage/orders", self.create_order),
@@ -400,6 +403,17 @@ class CoinbaseApi:
         }
 
     # ----- private: account ---------------------------------------------------------------------
+
+    def key_permissions(self, req: CoinbaseRequest, now_ms: int) -> Json:
+        """What the CDP key may do (Advanced Trade's Get API Key Permissions): view and trade; transfer only when
+        the exchange was started with withdrawals enabled (a key live trading must refuse)."""
+        return {
+            "can_view": True,
+            "can_trade": True,
+            "can_transfer": self._can_transfer,
+            "portfolio_uuid": "00000000-0000-4000-8000-000000000001",
+            "portfolio_type": "DEFAULT",
+        }
 
     def transaction_summary(self, req: CoinbaseRequest, now_ms: int) -> Json:
         cfg = self._engine.config

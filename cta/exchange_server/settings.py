@@ -70,7 +70,8 @@ class LocalExchangeSettings(BaseModel):
     )
     faults: FaultSettings = Field(default_factory=FaultSettings)
     withdrawals_enabled: bool = Field(
-        default=False, description="what apiRestrictions reports for the key (live-safety drills)"
+        default=False,
+        description="what the key may do: apiRestrictions (Binance), key_permissions can_transfer (Coinbase)",
     )
 
     @field_validator("start")
