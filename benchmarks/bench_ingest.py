@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import ccxt as ccxt_sync
 import numpy as np
 import pandas as pd
 
@@ -46,14 +47,14 @@ KLINES_WEIGHT = 2  # Binance's weight of one klines request (limit up to 1000)
 MARKET = Market("binance", "BTC/USDT", "1m")
 
 
-def synthetic_minutes(n: int, seed: int = 7) -> pd.DataFrame:
+def synthetic_minutes(n: int, seed: int = 7, step_ms: int = MINUTE_MS) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     close = 20_000 * np.exp(np.cumsum(rng.normal(0, 0.0008, n)))
     open_ = np.concatenate([[close[0]], close[:-1]])
     spread = np.abs(rng.normal(0, 0.0005, n)) * close
     return pd.DataFrame(
         {
-            "timestamp": YEAR_START_MS + np.arange(n, dtype=np.int64) * MINUTE_MS,
+            "timestamp": YEAR_START_MS + np.arange(n, dtype=np.int64) * step_ms,
             "open": open_.round(2),
             "high": (np.maximum(open_, close) + spread).round(2),
             "low": (np.minimum(open_, close) - spread).round(2),
@@ -112,10 +113,24 @@ def exchange_process(data_dir: Path, start_ms: int, work: Path, latency_ms: int 
 
 
 async def backfill(
-    url: str, work: Path, minutes: int, *, share: float, in_flight: int, note: str = ""
+    url: str,
+    work: Path,
+    minutes: int,
+    *,
+    share: float,
+    in_flight: int,
+    note: str = "",
+    venue: str = "binance",
+    timeframe: str = "1m",
 ) -> dict[str, Any]:
-    settings = ExchangeSettings(id="binance", api_url=url, rate_limit_share=share, market_time="replay")
-    lake = CandleLake(LocalStorage(work / f"lake-{share}-{in_flight}-{len(note)}"))
+    """Backfill `minutes` bars' worth of time (bars of `timeframe`) from `venue`'s dialect of the local exchange."""
+    market = Market(venue, "BTC/USDT", timeframe)
+    bar_ms = MINUTE_MS if timeframe == "1m" else 60 * MINUTE_MS
+    page_limit = 300 if venue == "coinbase" else 1000  # Coinbase serves at most 300 candles per request
+    settings = ExchangeSettings(
+        id=venue, api_url=url, rate_limit_share=share, market_time="replay", page_limit=page_limit
+    )
+    lake = CandleLake(LocalStorage(work / f"lake-{venue}-{timeframe}-{share}-{in_flight}-{len(note)}"))
     quarantine = Quarantine(LocalStorage(work / "quarantine"))
     started = time.perf_counter()
     async with ExchangeAdapter(settings, retry=RetryPolicy(max_retries=5)) as exchange:
@@ -123,10 +138,10 @@ async def backfill(
             exchange,
             lake,
             quarantine,
-            MARKET,
+            market,
             start_ms=YEAR_START_MS,
-            end_ms=YEAR_START_MS + minutes * MINUTE_MS,
-            page_limit=1000,
+            end_ms=YEAR_START_MS + minutes * bar_ms,
+            page_limit=page_limit,
             on_invalid="fail",
             results_dir=None,
             run_id="bench",
@@ -135,9 +150,13 @@ async def backfill(
         )
         elapsed = time.perf_counter() - started
         requests, throttle, retries = exchange.requests, exchange.throttle_wait_s, exchange.retries
-    budget_rps = VENUE_WEIGHT_PER_MIN * share / KLINES_WEIGHT / 60
+    if venue == "binance":
+        budget_rps = VENUE_WEIGHT_PER_MIN * share / KLINES_WEIGHT / 60
+    else:  # ccxt's model of the venue's budget: one request per rateLimit ms
+        budget_rps = 1000 * share / float(getattr(ccxt_sync, venue)().rateLimit)
+    where = "" if venue == "binance" and timeframe == "1m" else f" {venue} {timeframe}"
     return {
-        "case": f"cta ingest (ccxt + GX gate + lake), budget {share:.0%}, {in_flight} page(s) in flight{note}",
+        "case": f"cta ingest{where} (ccxt + GX gate + lake), budget {share:.0%}, {in_flight} page(s) in flight{note}",
         "candles": report.added,
         "seconds": elapsed,
         "candles_per_s": report.added / elapsed,
@@ -227,4 +246,32 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         row["ratio_candles_per_s_vs_alternative"] = row["candles_per_s"] / slow_naive["candles_per_s"]
     ours["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ours["gx_import_s_excluded"] = gx_import_s
+    return rows
+
+
+def run_venues(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Binance's and Coinbase's dialects of the local exchange, same process, same synthetic bars, same run: a
+    year of 1h and a month of 1m (a week and three days with --quick), 90 % of each venue's budget, 4 pages in
+    flight (Binance: 1,000 candles per request; Coinbase: 300)."""
+    hours, minutes = (7 * 24, 3 * 1440) if args.quick else (365 * 24, 30 * 1440)
+    with tempfile.TemporaryDirectory(prefix="cta-bench-venues-") as tmp:
+        work = Path(tmp)
+        (work / "candles").mkdir()
+        for timeframe, frame in (
+            ("1h", synthetic_minutes(hours, seed=11, step_ms=60 * MINUTE_MS)),
+            ("1m", synthetic_minutes(minutes)),
+        ):
+            with gzip.open(work / "candles" / f"binance_BTCUSDT_{timeframe}.csv.gz", "wt", compresslevel=1) as f:
+                frame.to_csv(f, index=False)
+        validate_candles(synthetic_minutes(2).rename(columns={"timestamp": "ts"}), "1m", 2**62)  # import GX once
+        end = YEAR_START_MS + (hours + 1) * 60 * MINUTE_MS
+        rows = []
+        with exchange_process(work / "candles", end, work) as url:
+            for timeframe, bars in (("1h", hours), ("1m", minutes)):
+                for venue in ("binance", "coinbase"):
+                    rows.append(
+                        asyncio.run(backfill(url, work, bars, share=0.9, in_flight=4, venue=venue, timeframe=timeframe))
+                    )
+    for coinbase, binance in ((rows[1], rows[0]), (rows[3], rows[2])):
+        coinbase["ratio_candles_per_s_vs_binance"] = coinbase["candles_per_s"] / binance["candles_per_s"]
     return rows

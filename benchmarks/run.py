@@ -37,6 +37,7 @@ def registry() -> dict[str, Benchmark]:
 
     return {
         "ingest": bench_ingest.run,
+        "ingest_venues": bench_ingest.run_venues,
         "features": bench_features.run,
         "train": bench_train.run,
         "backtest": bench_backtest.run,
