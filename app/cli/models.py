@@ -107,7 +107,10 @@ def report(
     settings = settings_of(ctx)
     folder = out or settings.paths.data_dir / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     with _registry_errors(settings):
-        path = build_report(settings, configured_markets(settings, symbol, timeframe), folder)
+        try:
+            path = build_report(settings, configured_markets(settings, symbol, timeframe), folder)
+        except OSError as e:
+            raise CTAError(f"the report cannot be written to {folder}: {e.strerror or e}") from e
     console.print(path.read_text(), markup=False, highlight=False)
     console.print(f"[bold]report:[/] {path}")
 

@@ -119,6 +119,7 @@ FUZZED: dict[str, Args] = {
     "models show": _then(_one(junk), MARKET),
     "models promote": _then(_one(junk), st.tuples(st.just("--reason"), junk).map(list), MARKET),
     "models rollback": MARKET,
+    "report": MARKET,  # --out is a path the user chooses (junk paths would write outside the test's folder)
     "ledger keygen": _then(_one(junk), st.tuples(st.just("--out"), junk).map(list)),
     "ledger checkpoint": _opts(poll_s=junk),
     "ledger prove": _then(_one(junk), _opts(size=junk, to=junk)) | _opts(**{"from": junk, "to": junk, "size": junk}),

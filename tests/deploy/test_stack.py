@@ -436,8 +436,14 @@ def check_the_stack(stack: Stack) -> None:
     refresh = [d for name, d in registered.items() if name.endswith((f"/refresh-{TIMEFRAME}", f"/ingest-{TIMEFRAME}"))]
     assert len(refresh) == 1, sorted(registered)
     assert {d["work_pool_name"] for d in registered.values()} == {"cta"}
-    workers = http_json(f"{stack.prefect}/work_pools/cta/workers/filter", {})
-    assert any(w["status"] == "ONLINE" for w in workers), workers
+
+    # the worker's health endpoint answers once it polls; its first heartbeat (what makes it ONLINE in the pool) can
+    # come a few seconds later (seen in CI: healthy, no worker registered yet)
+    def online() -> list[dict[str, Any]]:
+        workers = http_json(f"{stack.prefect}/work_pools/cta/workers/filter", {})
+        return [w for w in workers if w["status"] == "ONLINE"]
+
+    wait_for("a worker of pool cta ONLINE", online, 90)
 
     # 2. candles into the S3 lake (and features), on the worker container
     refresh_settings = refresh[0]["parameters"]["settings"]
