@@ -10,12 +10,15 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: venv demo test test-fast lint bench serve-exchange flows-serve clean images audit
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	# The CPU build of torch first (from the local wheel cache): nothing may pull a CUDA build later.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[ml,dev]'
+	# Every version as requirements.lock pins it (its pins without the hashes, as pip constraints): a package
+	# released since the lock was written changes nothing here (`python -m deploy.supply_chain lock` renews it).
+	grep -E '^[A-Za-z0-9]' requirements.lock | sed -e 's/ *\\$$//' > $(VENV)/constraints.txt
+	$(BIN)/python -m pip install --quiet -e '.[ml,dev]' -c $(VENV)/constraints.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
