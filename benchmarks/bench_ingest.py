@@ -45,6 +45,8 @@ MINUTE_MS = 60_000
 VENUE_WEIGHT_PER_MIN = 6000  # Binance spot REQUEST_WEIGHT per minute
 KLINES_WEIGHT = 2  # Binance's weight of one klines request (limit up to 1000)
 MARKET = Market("binance", "BTC/USDT", "1m")
+# ccxt's cost of one candles request where it is not 1 (coinbase: brokerage/market/products/{id}/candles, cost 3)
+CANDLE_REQUEST_COST = {"coinbase": 3}
 
 
 def synthetic_minutes(n: int, seed: int = 7, step_ms: int = MINUTE_MS) -> pd.DataFrame:
@@ -152,8 +154,10 @@ async def backfill(
         requests, throttle, retries = exchange.requests, exchange.throttle_wait_s, exchange.retries
     if venue == "binance":
         budget_rps = VENUE_WEIGHT_PER_MIN * share / KLINES_WEIGHT / 60
-    else:  # ccxt's model of the venue's budget: one request per rateLimit ms
-        budget_rps = 1000 * share / float(getattr(ccxt_sync, venue)().rateLimit)
+    else:  # ccxt's model of the venue's budget: rateLimit ms per cost unit, a candles request costing `cost` units
+        model = getattr(ccxt_sync, venue)()
+        cost = float(CANDLE_REQUEST_COST.get(venue, 1))
+        budget_rps = 1000 * share / (float(model.rateLimit) * cost)
     where = "" if venue == "binance" and timeframe == "1m" else f" {venue} {timeframe}"
     return {
         "case": f"cta ingest{where} (ccxt + GX gate + lake), budget {share:.0%}, {in_flight} page(s) in flight{note}",
@@ -269,9 +273,11 @@ def run_venues(args: argparse.Namespace) -> list[dict[str, Any]]:
         with exchange_process(work / "candles", end, work) as url:
             for timeframe, bars in (("1h", hours), ("1m", minutes)):
                 for venue in ("binance", "coinbase"):
-                    rows.append(
-                        asyncio.run(backfill(url, work, bars, share=0.9, in_flight=4, venue=venue, timeframe=timeframe))
+                    row = asyncio.run(
+                        backfill(url, work, bars, share=0.9, in_flight=4, venue=venue, timeframe=timeframe)
                     )
+                    row["case"] = f"{venue} {timeframe}, {bars:,} bars: cta ingest, 90 % budget, 4 pages in flight"
+                    rows.append(row)
     for coinbase, binance in ((rows[1], rows[0]), (rows[3], rows[2])):
         coinbase["ratio_candles_per_s_vs_binance"] = coinbase["candles_per_s"] / binance["candles_per_s"]
     return rows
