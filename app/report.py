@@ -17,7 +17,7 @@ import numpy as np
 from backtests.market_report import CandidateLine, GateSummary, LiveRecord, candidates_figure, market_markdown
 from cta.config import Settings
 from cta.lake import Market
-from cta.monitor import Expectations, assess, feature_psi, max_drawdown
+from cta.monitor import Expectations, assess, feature_psi, hit_rate, returns_drawdown, turnover
 from cta.timeframes import timeframe_ms
 
 
@@ -58,8 +58,7 @@ def live_record(settings: Settings, sessions: Any, market: Market, version: str,
     if len(observed) == 0:
         return LiveRecord(version, 0, note="It has not traded a bar yet (no decisions of this version).")
     live, back = np.asarray(observed.returns), np.asarray(expected.bar_returns)
-    held = np.abs(observed.positions[:-1]) > 1e-9
-    hits = float(np.mean(live[1:][held] > 0)) if held.any() else math.nan
+    hits, _ = hit_rate(live, observed.positions)
     psis = feature_psi(expected, {k: v[-monitor.window_bars :] for k, v in observed.features.items()})
     worst = max(psis.items(), key=lambda item: item[1]) if psis else None
     rows = [
@@ -72,12 +71,12 @@ def live_record(settings: Settings, sessions: Any, market: Market, version: str,
         ),
         (
             "worst drawdown",
-            f"{max_drawdown(live):.2%}",
+            f"{returns_drawdown(live):.2%}",
             f"{expected.max_drawdown:.2%} (99th pct. resampled {expected.drawdown_p99:.2%})",
         ),
         (
             "position change per bar",
-            f"{np.mean(np.abs(np.diff(observed.positions))):.3f}" if len(live) > 1 else "n/a",
+            f"{turnover(observed.positions[1:], initial=observed.positions[0]):.3f}" if len(live) > 1 else "n/a",
             f"{expected.turnover:.3f}",
         ),
         ("bars in the market that gained", "n/a" if math.isnan(hits) else f"{hits:.0%}", f"{expected.hit_rate:.0%}"),

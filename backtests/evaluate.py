@@ -23,11 +23,11 @@ from mlflow.exceptions import MlflowException
 from backtests.engine import BacktestResult, Bars, buy_and_hold, run_fast
 from backtests.gate import Evidence, Verdict, best_passing, gate, per_bar_sharpe
 from backtests.market_report import CandidateLine, GateSummary, candidates_figure, market_markdown
-from backtests.metrics import bar_returns
 from cta.config import Settings
 from cta.errors import CTAError, DataValidationError
 from cta.execution import Execution
 from cta.lake import Market
+from cta.metrics import bar_returns
 from cta.monitor import Expectations, expectations
 from cta.registry import (
     EXPECTATIONS_ARTIFACT,

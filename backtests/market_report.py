@@ -18,6 +18,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
+from backtests.report import markdown_table
+
 
 @dataclass(frozen=True)
 class CandidateLine:
@@ -60,14 +62,6 @@ def _pct(value: float) -> str:
 
 def _num(value: float) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        *("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows),
-    ]
 
 
 def market_markdown(
@@ -117,7 +111,7 @@ def market_markdown(
                 ]
             )
         header = ["model", "version", "return", "Sharpe", "max drawdown", "trades", "deflated Sharpe", "verdict"]
-        lines += [*_table([*header, "reasons"], rows), ""]
+        lines += [*markdown_table([*header, "reasons"], rows), ""]
         if image:
             lines += [f"![candidates]({image})", ""]
     if not with_live:
@@ -129,7 +123,7 @@ def market_markdown(
         if live.note:
             lines += [live.note, ""]
         if live.rows:
-            lines += [*_table(["measure", "live", "backtest"], [list(r) for r in live.rows]), ""]
+            lines += [*markdown_table(["measure", "live", "backtest"], live.rows), ""]
         lines += (
             ["Monitoring finds it departing from its backtest:", "", *(f"- {b}" for b in live.breaches), ""]
             if live.breaches

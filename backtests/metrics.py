@@ -1,7 +1,7 @@
 """Performance metrics of an equity curve (pure). Annualisation uses the bars per year of the
 timeframe (crypto trades all year: 365 days).
 
-`bar_returns`, `max_drawdown`, `sharpe`, `sortino` and `cagr` are the definitions, in plain numpy.
+`sharpe`, `sortino` and `cagr` are the definitions, in plain numpy (`bar_returns` and `max_drawdown`: `cta.metrics`).
 `equity_metrics` computes the same numbers in two compiled passes over the curve without any
 full-size temporary (a 1-minute year is 525,600 bars: numpy's version allocates a dozen 4 MB arrays);
 tests check that both agree (to ~1e-15 in practice). Sums in the compiled passes are compensated
@@ -23,16 +23,6 @@ SIZE_TOLERANCE = 1e-9
 
 def bars_per_year(timeframe: str) -> float:
     return MS_PER_YEAR / timeframe_ms(timeframe)
-
-
-def bar_returns(equity: np.ndarray) -> np.ndarray:
-    return np.asarray(equity[1:] / equity[:-1] - 1.0, dtype="float64")
-
-
-def max_drawdown(equity: np.ndarray) -> float:
-    """Largest peak-to-trough fall, as a positive fraction (0.25 = -25 %)."""
-    peaks = np.maximum.accumulate(equity)
-    return float(np.max(1.0 - equity / peaks)) if len(equity) else 0.0
 
 
 def sharpe(returns: np.ndarray, periods_per_year: float) -> float:
@@ -74,7 +64,7 @@ def _curve_pass(start: float, equity: np.ndarray) -> tuple[float, float, float, 
     """Over the curve [start, *equity] (`start` passed apart so it is never prepended by a copy): the max
     drawdown, and over the bar returns their sum, the sum of squared deviations from their mean and the
     sum of squared negative returns. Two passes (the second needs the mean); the returns are recomputed
-    in the second, not stored. Equal, to rounding, to the numpy `max_drawdown`, `sharpe` and `sortino`.
+    in the second, not stored. Equal, to rounding, to `cta.metrics.max_drawdown`, `sharpe` and `sortino`.
 
     The drawdown divides once per peak, not once per bar: for a fixed (positive) peak, 1 - value / peak
     is largest at the lowest value (rounding is monotonic), so only each peak's trough is divided. A NaN in the

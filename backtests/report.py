@@ -5,7 +5,7 @@ pyplot is imported, so this works on a headless worker).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -124,7 +124,8 @@ def _cell(value: object) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _table(header: list[str], rows: list[list[object]]) -> list[str]:
+def markdown_table(header: list[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    """A Markdown table's lines (cells through `_cell`: pipes and newlines escaped)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
 
@@ -137,7 +138,7 @@ def metrics_table(result: BacktestResult, benchmark: BacktestResult, champion: B
         [metric, *(write(run.metrics[metric]) if metric in run.metrics else "n/a" for _, run in columns)]
         for metric, write in METRIC_FORMATS.items()
     ]
-    return _table(["metric", *(name for name, _ in columns)], rows)
+    return markdown_table(["metric", *(name for name, _ in columns)], rows)
 
 
 def markdown_report(
@@ -169,9 +170,9 @@ def markdown_report(
         ["bars", f"{len(bars):,}"],
         ["timeframe", bars.timeframe],
     ]
-    lines += ["## Window", "", *_table(["window", "value"], window), ""]
-    lines += ["## Model", "", *_table(["field", "value"], [[k, v] for k, v in model.items()]), ""]
-    lines += ["## Thresholds", "", *_table(["threshold", "value"], [[k, v] for k, v in thresholds.items()]), ""]
+    lines += ["## Window", "", *markdown_table(["window", "value"], window), ""]
+    lines += ["## Model", "", *markdown_table(["field", "value"], [[k, v] for k, v in model.items()]), ""]
+    lines += ["## Thresholds", "", *markdown_table(["threshold", "value"], [[k, v] for k, v in thresholds.items()]), ""]
     lines += [f"![equity]({image_name})", ""]
     return "\n".join(lines)
 

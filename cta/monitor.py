@@ -37,6 +37,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from cta.metrics import max_drawdown
+
 FORMAT = "cta.monitor.expectations/v1"
 
 
@@ -86,11 +88,6 @@ class Expectations:
     # the 99th percentile of the PSI of `psi_window`-row stretches of the training rows themselves: a feature with a
     # long memory (a 168-bar ratio) moves little within a week, so a week's PSI is large even with no drift at all
     feature_psi_p99: dict[str, float] = field(default_factory=dict)
-    psi_window: int = 0
-
-    @property
-    def return_mean(self) -> float:
-        return float(np.mean(self.bar_returns)) if self.bar_returns else 0.0
 
     @property
     def return_std(self) -> float:
@@ -116,7 +113,6 @@ class Expectations:
             feature_edges={k: tuple(float(e) for e in v) for k, v in data.get("feature_edges", {}).items()},
             feature_fractions={k: tuple(float(f) for f in v) for k, v in data.get("feature_fractions", {}).items()},
             feature_psi_p99={k: float(v) for k, v in data.get("feature_psi_p99", {}).items()},
-            psi_window=int(data.get("psi_window", 0)),
         )
 
 
@@ -145,13 +141,9 @@ class Breach:
 # ----- the summaries -------------------------------------------------------------------------------------------
 
 
-def max_drawdown(returns: np.ndarray) -> float:
-    """The worst peak-to-trough fall of the equity the returns compound to (0 for none)."""
-    if len(returns) == 0:
-        return 0.0
-    equity = np.cumprod(1.0 + np.asarray(returns, dtype="float64"))
-    peaks = np.maximum.accumulate(np.concatenate([[1.0], equity]))[1:]
-    return float(np.max(1.0 - equity / peaks))
+def returns_drawdown(returns: np.ndarray) -> float:
+    """The maximum drawdown of the equity the returns compound to from 1 (cta.metrics.max_drawdown)."""
+    return max_drawdown(np.cumprod(np.concatenate([[1.0], np.asarray(returns, dtype="float64") + 1.0])))
 
 
 def drawdown_quantile(returns: np.ndarray, horizon: int, q: float, draws: int = 400, seed: int = 0) -> float:
@@ -161,9 +153,7 @@ def drawdown_quantile(returns: np.ndarray, horizon: int, q: float, draws: int = 
     if len(returns) == 0 or horizon <= 0:
         return 0.0
     samples = np.random.default_rng(seed).choice(returns, size=(draws, horizon), replace=True)
-    equity = np.cumprod(1.0 + samples, axis=1)
-    peaks = np.maximum.accumulate(np.concatenate([np.ones((draws, 1)), equity], axis=1), axis=1)[:, 1:]
-    return float(np.quantile(np.max(1.0 - equity / peaks, axis=1), q))
+    return float(np.quantile([returns_drawdown(sample) for sample in samples], q))
 
 
 def turnover(positions: np.ndarray, initial: float = 0.0) -> float:
@@ -185,8 +175,7 @@ def held_returns(returns: np.ndarray, positions: np.ndarray) -> np.ndarray:
 
 def hit_rate(returns: np.ndarray, positions: np.ndarray) -> tuple[float, int]:
     """(share of the bars held in the market that gained, how many such bars); bar i is held with positions[i-1]."""
-    held = np.abs(np.asarray(positions[:-1], dtype="float64")) > 1e-9
-    gains = np.asarray(returns[1:], dtype="float64")[held]
+    gains = held_returns(returns, positions)
     return (float(np.mean(gains > 0)) if len(gains) else math.nan), len(gains)
 
 
@@ -247,7 +236,7 @@ def expectations(
     return Expectations(
         version=version,
         bar_returns=tuple(float(r) for r in returns),
-        max_drawdown=max_drawdown(returns),
+        max_drawdown=returns_drawdown(returns),
         drawdown_p99=drawdown_quantile(returns, len(returns), 0.99),
         turnover=turnover(positions),
         held_mean=float(np.mean(held)) if len(held) else 0.0,
@@ -256,7 +245,6 @@ def expectations(
         feature_edges=edges,
         feature_fractions=fractions,
         feature_psi_p99=psi_p99,
-        psi_window=psi_window,
     )
 
 
@@ -323,7 +311,7 @@ def assess(expected: Expectations, observed: Observed, settings: MonitorSettings
                 )
             )
     horizon = max(len(expected.bar_returns), settings.min_bars)
-    drawdown = max_drawdown(observed.returns[-horizon:])
+    drawdown = returns_drawdown(observed.returns[-horizon:])
     worst = max(expected.max_drawdown, expected.drawdown_p99)
     if drawdown > worst * (1 + settings.drawdown_margin) and drawdown > 0:
         breaches.append(
@@ -335,7 +323,7 @@ def assess(expected: Expectations, observed: Observed, settings: MonitorSettings
             )
         )
     positions = np.asarray(observed.positions[-settings.window_bars :], dtype="float64")
-    live_turnover = float(np.mean(np.abs(np.diff(positions)))) if len(positions) > 1 else 0.0
+    live_turnover = turnover(positions[1:], initial=positions[0]) if len(positions) > 1 else 0.0
     turnover_limit = max(expected.turnover * settings.turnover_factor, settings.turnover_floor)
     if live_turnover > turnover_limit:
         breaches.append(

@@ -27,6 +27,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cta.metrics import bar_returns
 from cta.monitor import Breach, MonitorSettings, Observed, assess
 from cta.registry import demote
 from serving import ledger
@@ -64,8 +65,7 @@ def observed_record(
     kept = [(r, equity_by_ts[ts]) for r, ts in zip(rows, stamps, strict=True) if ts in equity_by_ts]
     if len(kept) < 2:
         return Observed(np.empty(0), np.empty(0), {})
-    equity = np.array([e for _, e in kept], dtype="float64")
-    returns = equity[1:] / np.where(equity[:-1] == 0, np.nan, equity[:-1]) - 1.0
+    returns = bar_returns(np.array([e for _, e in kept], dtype="float64"))
     targets = np.array([float(r.target) for r, _ in kept[1:]], dtype="float64")
     inputs = [json.loads(r.inputs or "{}") for r, _ in kept[1:]]
     features = {name: np.array([float(i.get(name, np.nan)) for i in inputs], dtype="float64") for name in columns}

@@ -11,9 +11,10 @@ import pytest
 
 from backtests.bt_engine import run_backtrader
 from backtests.engine import Bars, InvalidPredictions, buy_and_hold, decide_targets, run_fast
-from backtests.metrics import bar_returns, bars_per_year, cagr, max_drawdown, sharpe, sortino
+from backtests.metrics import bars_per_year, cagr, sharpe, sortino
 from cta.decide import Limits, decide_path
 from cta.execution import SIZE_HAIRCUT, Execution
+from cta.metrics import bar_returns, max_drawdown
 from tests.factories import real_candles
 
 HOUR_MS = 3_600_000

@@ -7,10 +7,10 @@ import pytest
 
 from backtests.engine import Bars, buy_and_hold, run_fast
 from backtests.gate import Evidence, Verdict, best_passing, deflated_sharpe, expected_max_sharpe, gate, per_bar_sharpe
-from backtests.metrics import bar_returns
 from cta.config import GateSettings
 from cta.decide import Limits
 from cta.execution import Execution
+from cta.metrics import bar_returns
 from tests.factories import real_candles
 
 THRESHOLDS = GateSettings(min_sharpe=0.5, max_drawdown=0.25, min_trades=10, champion_margin=0.1)

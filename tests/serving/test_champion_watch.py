@@ -24,9 +24,9 @@ from sqlalchemy import select
 
 from app.report import build_report
 from backtests.engine import Bars, run_fast
-from backtests.metrics import bar_returns
 from cta.execution import Execution
 from cta.lake import Market
+from cta.metrics import bar_returns
 from cta.monitor import Expectations, expectations
 from cta.registry import EXPECTATIONS_ARTIFACT, configure_mlflow, promote, registered_model_name, registry_lock
 from features.compute import compute_features

@@ -7,16 +7,15 @@ import pytest
 
 from backtests.metrics import (
     _round_trips,
-    bar_returns,
     bars_per_year,
     cagr,
     equity_metrics,
-    max_drawdown,
     round_trip_pnls,
     sharpe,
     sortino,
     trade_metrics,
 )
+from cta.metrics import bar_returns, max_drawdown
 
 
 def test_bars_per_year_follow_the_timeframe() -> None:

@@ -23,8 +23,8 @@ from cta.monitor import (
     bin_fractions,
     drawdown_quantile,
     expectations,
-    max_drawdown,
     psi,
+    returns_drawdown,
     shortfall_cusum,
 )
 
@@ -48,7 +48,7 @@ def test_the_cusum_accumulates_a_steady_shortfall_and_forgets_noise() -> None:
 
 
 def test_drawdowns() -> None:
-    assert max_drawdown(np.array([0.1, -0.5, 0.2])) == pytest.approx(0.5)
+    assert returns_drawdown(np.array([0.1, -0.5, 0.2])) == pytest.approx(0.5)
     returns = np.random.default_rng(1).normal(0, 0.01, 1000)
     assert drawdown_quantile(returns, 1000, 0.99) > drawdown_quantile(returns, 1000, 0.5) > 0
 
