@@ -132,13 +132,19 @@ class ChampionWatch:
             "action": self.settings.action,
         }
         if self.settings.action == "demote":
+            # A registry that is down is known from one quick probe: not minutes of MLflow's retries inside the loop
+            down = await self.models.registry_down()
+            if down is not None:
+                log.error("%s: demotion of v%s waits for the model registry (%s)", key, model.version, down)
+                self._again_next_bar(state)
+                return
             try:
                 move = await asyncio.to_thread(
                     demote, self.models.client, model.name, model.version, reasons, lock=self.lock_for(model.name)
                 )
-            except Exception as e:  # noqa: BLE001 (the registry is down or refused: tried again at the next assessment)
+            except Exception as e:  # noqa: BLE001 (the registry failed or refused: tried again at the next bar)
                 log.error("%s: demotion of v%s failed (%s: %s); tried again", key, model.version, type(e).__name__, e)
-                self.assessed_at[key] -= self.settings.every_bars
+                self._again_next_bar(state)
                 return
             payload["outcome"] = move.outcome
             payload["champion"] = move.version or None
@@ -147,6 +153,10 @@ class ChampionWatch:
             session.commit()
         if self.settings.action == "demote":
             await self.models.refresh(key)
+
+    def _again_next_bar(self, state: MarketState) -> None:
+        """Assess the market again after its next decision (not every loop iteration, not `every_bars` later)."""
+        self.assessed_at[str(state.market)] = state.decisions - self.settings.every_bars + 1
 
 
 def _now_ms() -> int:

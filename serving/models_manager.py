@@ -169,14 +169,15 @@ class ModelManager:
             return False
         return (details.tags or {}).get(VERDICT_TAG) == DEMOTED
 
-    async def _registry_down(self) -> str | None:
+    async def registry_down(self) -> str | None:
+        """Why the registry cannot be used now (the probe's one quick request), or None: it answers or no probe."""
         return None if self.probe is None else await asyncio.to_thread(self.probe)
 
     async def refresh(self, market: str) -> None:
         slot = self.slots[market]
         slot.checked_at = time.monotonic()
         kept = f"keeping v{slot.current.version}" if slot.current else "no model serving"
-        down = await self._registry_down()
+        down = await self.registry_down()
         if down is not None:
             slot.problem = f"the model registry is unavailable ({down}); {kept}"
             log.warning("%s: %s", market, slot.problem)
@@ -222,7 +223,7 @@ class ModelManager:
             log.warning("%s: %s", market, slot.problem)
             return
         except Exception as e:  # noqa: BLE001 (any load or smoke failure keeps the last good model)
-            down = await self._registry_down()
+            down = await self.registry_down()
             if down is not None:  # not the version's fault: load it again once the registry answers
                 slot.problem = f"champion v{version} not loaded: the model registry is unavailable ({down}); {kept}"
                 log.warning("%s: %s", market, slot.problem)

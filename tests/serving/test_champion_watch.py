@@ -250,3 +250,30 @@ def test_a_champion_living_its_backtest_is_not_demoted_and_its_record_lines_up_w
     assert "No gate has run for this market yet." in report
     assert f"### Champion v{version}: live against its backtest ({len(live) - 1:,} bars of live returns)" in report
     assert "Monitoring finds no departure from its backtest." in report and "| worst drawdown |" in report
+
+
+def test_a_demotion_waits_for_a_registry_that_is_down_then_happens_at_the_next_bar(
+    settings: Any, tmp_path: Path
+) -> None:
+    """With the registry down (the model manager's probe says so) a breach moves nothing and costs no MLflow
+    retries inside the loop; once the registry answers, the next bar's assessment demotes."""
+    name = registered_model_name(MARKET)
+    previous = register(name, None)
+    candidate = register(name, promised("2", mean=0.005, std=0.002))
+    crown(settings, tmp_path, [previous, candidate])
+    candles = real_candles("BTCUSDT", "1h", 800)
+    start = int(candles["ts"].iloc[400])
+    worker = watching_worker(settings, candles, start)
+    asyncio.run(replay(worker, candles[candles["ts"] >= start].head(12)))  # loaded; too few bars to judge
+    worker.models.probe = lambda: "connection refused (test)"
+    asyncio.run(_more(worker, candles, MONITOR["min_bars"] + 2 * MONITOR["every_bars"]))
+    assert worker.watch is not None and worker.watch.last[KEY]  # breached, but the registry is down
+    assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == candidate
+    assert "verdict" not in MlflowClient().get_model_version(name, candidate).tags or (
+        MlflowClient().get_model_version(name, candidate).tags["verdict"] != "demoted"
+    )
+
+    worker.models.probe = None
+    asyncio.run(_more(worker, candles, 1))  # the very next bar
+    assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == previous
+    assert worker.models.model(KEY) is not None and worker.models.model(KEY).version == previous
