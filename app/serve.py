@@ -23,6 +23,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -45,6 +46,7 @@ from serving.types import Broker, OrderCheckpoint, no_checkpoint
 from serving.worker import Worker
 
 log = logging.getLogger(__name__)
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # relative paths in the settings that name project files
 
 MAX_CLOCK_OFFSET_MS = 1_000
 DB_CONNECT_TIMEOUT_S = 10  # a PostgreSQL server that accepts connections but never answers is "down" after this
@@ -242,9 +244,22 @@ async def serving_runtime(
     tracking_uri = configure_mlflow(settings)
     metrics = WorkerMetrics()
     readiness = Readiness()
-    token = settings.secrets.api_token.get_secret_value() if settings.secrets.api_token else None
+    secrets = settings.secrets
+    connected: dict[str, Any] = {}  # what the dashboard's API reads once the worker has it: exchange, store
     api = ApiServer(
-        build_app(sessions=readers, metrics=metrics, status=readiness.status, token=token, control_sessions=sessions)
+        build_app(
+            sessions=readers,
+            metrics=metrics,
+            status=readiness.status,
+            token=secrets.api_token.get_secret_value() if secrets.api_token else None,
+            viewer_token=secrets.viewer_token.get_secret_value() if secrets.viewer_token else None,
+            control_sessions=sessions,
+            v1=lambda writers: dashboard_api(
+                settings, markets, readers=readers, writers=writers, readiness=readiness, connected=connected
+            ),
+            dashboard_dir=dashboard_dir(settings),
+            cors_origins=settings.serving.cors_origins,
+        )
     )
     api_url = await api.start(settings.serving.api_host, settings.serving.api_port)
     try:
@@ -264,8 +279,10 @@ async def serving_runtime(
             poll_s=settings.serving.model_poll_s,
             probe=lambda: registry_problem(tracking_uri),
         )
+        connected["store"] = store
         async with make_exchange(settings) as exchange:
             refuse_live(await live_exchange_problems(settings, exchange))  # before the broker uses the key
+            connected["exchange"] = exchange
             for market in markets:
                 await exchange.check_market(market.symbol, market.timeframe)
             broker = make_broker(settings, sessions, exchange, markets, checkpoint)
@@ -302,10 +319,76 @@ async def serving_runtime(
                 readiness.worker = worker
                 yield Runtime(worker, sessions, api_url, await exchange.fetch_time())
             finally:
+                connected.clear()
                 await broker.close()
     finally:
         await api.stop()
         engine.dispose()
+
+
+def dashboard_dir(settings: Settings) -> Path | None:
+    """Where the dashboard's built files are (None: not served)."""
+    if not settings.serving.dashboard_dir:
+        return None
+    path = Path(settings.serving.dashboard_dir)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def dashboard_api(
+    settings: Settings,
+    markets: list[Market],
+    *,
+    readers: sessionmaker[Session],
+    writers: Callable[[], sessionmaker[Session]],
+    readiness: Readiness,
+    connected: dict[str, Any],
+) -> Any:
+    """API v1 (the dashboard's backend) over this worker: its database, the model registry (rollback under the
+    promotion lock), the data's quality, and the candles of the exchange the worker trades on."""
+    from mlflow import MlflowClient
+
+    from cta.registry import promotion_lock, registered_model_name, rollback
+    from cta.timeframes import timeframe_ms
+    from serving.api_v1.server import ApiV1
+    from serving.api_v1.sources import QualitySource, RegistrySource
+
+    names = {str(m): registered_model_name(m) for m in markets}
+
+    def roll_back(market: str) -> str:
+        name = names[market]
+        move = rollback(MlflowClient(), name, lock=promotion_lock(settings, name))
+        return f"{name}: champion v{move.previous} -> v{move.version} (rolled back)"
+
+    async def candles(market: Market, limit: int) -> list[list[Any]]:
+        exchange = connected.get("exchange")
+        if exchange is None:
+            raise CTAError("the exchange is not connected yet")
+        bar = timeframe_ms(market.timeframe)
+        now = (
+            readiness.worker.last_now if readiness.worker and readiness.worker.last_now else await exchange.fetch_time()
+        )
+        rows: list[list[Any]] = await exchange.fetch_ohlcv(market.symbol, market.timeframe, now - limit * bar, limit)
+        return [row for row in rows if int(row[0]) + bar <= now]
+
+    def online_newest(market: str) -> Any:
+        store = connected.get("store")
+        return None if store is None else store.read_online(market)[0]
+
+    def now_ms() -> int:
+        worker = readiness.worker
+        return int(worker.last_now) if worker is not None and worker.last_now else int(time.time() * 1000)
+
+    return ApiV1(
+        settings=settings,
+        markets=markets,
+        sessions=readers,
+        write_sessions=writers,
+        status=readiness.status,
+        candles=candles,
+        registry=RegistrySource(MlflowClient(), names, {str(m): m for m in markets}, readers, roll_back),
+        quality=QualitySource(settings, markets, make_lake(settings), online_newest, now_ms),
+        now_ms=now_ms,
+    )
 
 
 def worker_status(worker: Worker) -> dict[str, Any]:
@@ -326,6 +409,7 @@ def worker_status(worker: Worker) -> dict[str, Any]:
         "reasons": reasons,
         "models": models,
         "markets": {k: {"last_ts": s.last_ts, "bars": s.bars} for k, s in worker.states.items()},
+        "now_ms": worker.last_now,
     }
 
 

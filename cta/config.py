@@ -47,7 +47,8 @@ SECRET_ENV_VARS: dict[str, str] = {
     "api_key": "CTA_API_KEY",
     "api_secret": "CTA_API_SECRET",
     "db_password": "CTA_DB_PASSWORD",
-    "api_token": "CTA_API_TOKEN",
+    "api_token": "CTA_API_TOKEN",  # the API's operator token (reads and changes)
+    "viewer_token": "CTA_VIEWER_TOKEN",  # the API's viewer token (reads only)
     "ledger_signing_key": "CTA_LEDGER_SIGNING_KEY",  # the ledger log's Ed25519 key (cta.checkpoints.Signer)
     "ledger_witness_key": "CTA_LEDGER_WITNESS_KEY",  # a witness's own Ed25519 key (`cta ledger witness`)
 }
@@ -344,6 +345,11 @@ class ServingSettings(_Strict):
     max_bars: Annotated[int, Field(ge=1)] | None = None  # stop after this many bars per market (demo)
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=0, lt=65536)] = 8780
+    # The dashboard's built files, served by the API from the same origin ("" serves none). Relative paths are
+    # taken from the project folder.
+    dashboard_dir: str = "dashboard/dist"
+    # Origins allowed to call the API from a browser page they serve (CORS). Empty: same origin only.
+    cors_origins: tuple[Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+$")], ...] = ()
     risk: RiskSettings = RiskSettings()
     # the champion compared with the backtest that promoted it, between candles; a breach demotes it (cta.monitor)
     monitor: MonitorSettings = MonitorSettings()
@@ -408,6 +414,7 @@ class Secrets(BaseModel):
     api_secret: SecretStr | None = None
     db_password: SecretStr | None = None
     api_token: SecretStr | None = None
+    viewer_token: SecretStr | None = None
     ledger_signing_key: SecretStr | None = None
     ledger_witness_key: SecretStr | None = None
 

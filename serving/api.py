@@ -21,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -32,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cta.logs import printable
 from serving import control
+from serving.api_v1.server import MAX_BODY_KEY, ROLE_KEY, ApiV1, add_routes, route_access
 from serving.control import TradingState
 from serving.db import session_factory
 from serving.metrics import METRICS_CONTENT_TYPE, WorkerMetrics
@@ -44,13 +46,26 @@ StatusFn = Callable[[], Mapping[str, Any]]
 OnTradingState = Callable[[TradingState, str, bool], Awaitable[None]]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
-NO_TOKEN_MESSAGE = "API token not configured: set CTA_API_TOKEN"  # noqa: S105 (a message, not a token)
+NO_TOKEN_MESSAGE = "API token not configured: set CTA_API_TOKEN (operator) and/or CTA_VIEWER_TOKEN (viewer)"  # noqa: S105 (a message, not a token)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_REASON_CHARS = control.MAX_REASON_CHARS
 # An Authorization header longer than this (or than the expected one) is refused before it is compared.
 MAX_AUTHORIZATION_CHARS = 512
 KILL_SWITCH_BY = "api"
+FORBIDDEN_MESSAGE = "forbidden: the viewer token may read, not change; use the operator token (CTA_API_TOKEN)"
+MAX_BODY_BYTES = 64 * 1024  # a request body above this is refused (413) before it is parsed
+DASHBOARD_MISSING = "the dashboard is not built: `make dashboard` builds it (make demo and make test do)"
+# The dashboard page's headers: scripts only from this origin, no framing, no sniffing.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+        "script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
 # The access log line: no headers, so never the Authorization header.
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 
@@ -190,46 +205,101 @@ class _Api:
         control_sessions: sessionmaker[Session] | None,
         metrics: WorkerMetrics,
         status: StatusFn,
-        token: str | None,
+        tokens: Mapping[str, str | None],
         on_trading_state: OnTradingState | None,
+        cors_origins: Sequence[str] = (),
     ) -> None:
         self.sessions = sessions
         self.control_sessions = control_sessions
         self.metrics = metrics
         self.status = status
-        self._expected = None if token is None else f"Bearer {token}".encode()
+        # role -> the Authorization header that proves it; roles without a token cannot be used
+        self._expected = {role: f"Bearer {token}".encode() for role, token in tokens.items() if token}
         self.on_trading_state = on_trading_state
+        self.cors_origins = frozenset(cors_origins)
+        self.access = {**route_access(), ("POST", "/api/kill-switch"): "operator"}
+
+    def writers(self) -> sessionmaker[Session]:
+        if self.control_sessions is None:
+            self.control_sessions = writing_sessions(self.sessions)
+        return self.control_sessions
 
     # ----- middleware ---------------------------------------------------------------------------------
 
+    def _access(self, request: web.Request) -> str:
+        """ "public", "viewer" or "operator": what the request's route needs. Unknown /api paths and /metrics need a
+        token (an unknown path says nothing without one); the dashboard's files are public."""
+        if request.path in PUBLIC_PATHS:
+            return "public"
+        resource = request.match_info.route.resource
+        canonical = resource.canonical if resource is not None else request.path
+        needed = self.access.get((request.method, canonical))
+        if needed is not None:
+            return needed
+        if request.path.startswith("/api") or request.path.startswith("/metrics"):
+            return "viewer"
+        return "public"
+
+    def _cors(self, request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin in self.cors_origins and not response.prepared:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+
     @web.middleware
     async def guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
-        """Authenticate every non-public path; turn database failures into 503 instead of a traceback page."""
-        if request.path not in PUBLIC_PATHS:
-            if self._expected is None:
+        """Authenticate every non-public path and check its role; turn database failures into 503 instead of a
+        traceback page; CORS only for the configured origins."""
+        if request.method == "OPTIONS" and request.headers.get("Origin") in self.cors_origins:
+            return web.Response(
+                status=204,
+                headers={
+                    "Access-Control-Allow-Origin": request.headers["Origin"],
+                    "Access-Control-Allow-Methods": "GET, POST, PUT",
+                    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                    "Access-Control-Max-Age": "600",
+                    "Vary": "Origin",
+                },
+            )
+        needed = self._access(request)
+        if needed != "public":
+            if not self._expected:
                 return _json({"error": NO_TOKEN_MESSAGE}, status=503)
-            supplied = self._credentials(request)
-            if supplied is None or not hmac.compare_digest(supplied, self._expected):
+            role = self._role(request)
+            if role is None:
                 self.metrics.error("api_unauthorized")
                 return _json({"error": "unauthorized"}, status=401)
+            if needed == "operator" and role != "operator":
+                self.metrics.error("api_forbidden")
+                return _json({"error": FORBIDDEN_MESSAGE}, status=403)
+            request[ROLE_KEY] = role
         try:
-            return await handler(request)
+            response = await handler(request)
         except SQLAlchemyError as error:
             where = printable(f"{request.method} {request.path}"[:200])
             log.error("API %s: database error %s", where, type(error).__name__)
             self.metrics.error("api_database")
-            return _json({"error": "database unavailable"}, status=503)
+            response = _json({"error": "database unavailable"}, status=503)
+        self._cors(request, response)
+        return response
 
-    def _credentials(self, request: web.Request) -> bytes | None:
-        """The one Authorization header as bytes; None when it is missing, repeated, longer than
-        MAX_AUTHORIZATION_CHARS (or the expected value) or not UTF-8: all refused without comparing."""
+    def _role(self, request: web.Request) -> str | None:
+        """The role whose token the one Authorization header holds; None when it is missing, repeated, longer than
+        MAX_AUTHORIZATION_CHARS, not UTF-8 or matches no token: all refused. Every token is compared (in constant
+        time), so the answer's timing does not say which one was close."""
         values = request.headers.getall("Authorization", [])
-        if len(values) != 1 or len(values[0]) > max(MAX_AUTHORIZATION_CHARS, len(self._expected or b"")):
+        longest = max((len(v) for v in self._expected.values()), default=0)
+        if len(values) != 1 or len(values[0]) > max(MAX_AUTHORIZATION_CHARS, longest):
             return None
         try:
-            return values[0].encode("utf-8")  # aiohttp keeps undecodable bytes as surrogates: not UTF-8
+            supplied = values[0].encode("utf-8")  # aiohttp keeps undecodable bytes as surrogates: not UTF-8
         except UnicodeEncodeError:
             return None
+        found = None
+        for role, expected in self._expected.items():
+            if hmac.compare_digest(supplied, expected):
+                found = role
+        return found
 
     # ----- open ---------------------------------------------------------------------------------------
 
@@ -319,10 +389,8 @@ class _Api:
             return _bad_request(str(error))
         if not isinstance(cancel_open, bool):
             return _bad_request("cancel_open must be true or false")
-        if self.control_sessions is None:
-            self.control_sessions = writing_sessions(self.sessions)
         snapshot = await asyncio.to_thread(
-            control.set_trading_state, self.control_sessions, new_state, reason, KILL_SWITCH_BY, cancel_open
+            control.set_trading_state, self.writers(), new_state, reason, KILL_SWITCH_BY, cancel_open
         )
         self.metrics.state(snapshot.state)
         notified = await self._notify(snapshot)
@@ -346,26 +414,35 @@ def build_app(
     sessions: sessionmaker[Session],
     metrics: WorkerMetrics,
     status: StatusFn,
-    token: str | None,
+    token: str | None = None,
+    viewer_token: str | None = None,
     on_trading_state: OnTradingState | None = None,
     control_sessions: sessionmaker[Session] | None = None,
+    v1: Callable[[Callable[[], sessionmaker[Session]]], ApiV1] | None = None,
+    dashboard_dir: Path | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> web.Application:
     """The API application.
 
     `sessions` are read-only sessions for the views; `control_sessions` write the kill switch (by default,
     writing sessions on the engine behind `sessions`). `status()` returns at least {"ready": bool} and may add
-    "reasons" (why not ready) and "models" (shown by /api/champion). `token` None disables every protected
-    route (503). `on_trading_state(state, reason, cancel_open)` is awaited after the kill switch is persisted.
+    "reasons" (why not ready) and "models" (shown by /api/champion). `token` is the operator's token (reads and
+    changes), `viewer_token` the viewer's (reads only); with neither, every protected route answers 503.
+    `on_trading_state(state, reason, cancel_open)` is awaited after the kill switch is persisted. `v1(writers)`
+    builds the dashboard's API v1 (`serving.api_v1`), given the writing sessions; `dashboard_dir` holds the
+    dashboard's built files, served at `/` from the same origin.
     """
     api = _Api(
         sessions=sessions,
         control_sessions=control_sessions,
         metrics=metrics,
         status=status,
-        token=token,
+        tokens={"operator": token, "viewer": viewer_token},
         on_trading_state=on_trading_state,
+        cors_origins=cors_origins,
     )
-    app = web.Application(middlewares=[api.guard])
+    app = web.Application(middlewares=[api.guard], client_max_size=MAX_BODY_BYTES)
+    app[MAX_BODY_KEY] = MAX_BODY_BYTES
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
     app.router.add_get("/metrics", api.metrics_page)
@@ -376,7 +453,43 @@ def build_app(
     app.router.add_get("/api/state", api.state)
     app.router.add_post("/api/kill-switch", api.kill_switch)
     add_ledger_routes(app, sessions)
+    if v1 is not None:
+        add_routes(app, v1(api.writers))
+    add_dashboard(app, dashboard_dir)
     return app
+
+
+# ----- the dashboard's files ------------------------------------------------------------------------------------------
+
+
+def add_dashboard(app: web.Application, directory: Path | None) -> None:
+    """Serve the dashboard's built files: `/` is its page, `/assets/` its scripts and styles (public: they hold
+    no data; every datum comes from /api/v1 with a token). Without the files, `/` says how to build them."""
+    index = directory / "index.html" if directory is not None else None
+
+    async def page(_request: web.Request) -> web.StreamResponse:
+        if index is None or not index.is_file():
+            return _json({"error": DASHBOARD_MISSING}, status=404)
+        return web.FileResponse(index, headers={**PAGE_HEADERS, "Cache-Control": "no-cache"})
+
+    app.router.add_get("/", page)
+    if directory is not None and (directory / "assets").is_dir():
+        app.router.add_static("/assets/", directory / "assets", append_version=False)
+        app.on_response_prepare.append(_asset_headers)
+    if directory is not None and directory.is_dir():
+        for path in sorted(directory.iterdir()):
+            if path.is_file() and path.name != "index.html":
+
+                async def one(_request: web.Request, path: Path = path) -> web.StreamResponse:
+                    return web.FileResponse(path, headers={"X-Content-Type-Options": "nosniff"})
+
+                app.router.add_get(f"/{path.name}", one)
+
+
+async def _asset_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path.startswith("/assets/"):
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "public, max-age=31536000, immutable"  # Vite names files by content
 
 
 class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]

@@ -191,6 +191,7 @@ async def snapshot_equity(
                 cash=holdings.cash,
                 position_value=holdings.units * close,
                 equity=equity,
+                price=close,
             )
         )
         session.commit()

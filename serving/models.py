@@ -166,6 +166,7 @@ class EquitySnapshot(Base):
     cash: Mapped[float] = mapped_column(Double)
     position_value: Mapped[float] = mapped_column(Double)
     equity: Mapped[float] = mapped_column(Double)
+    price: Mapped[float | None] = mapped_column(Double)  # the close equity was valued at (migration 0004)
 
 
 class ControlState(Base):
@@ -181,6 +182,20 @@ class ControlState(Base):
     updated_by: Mapped[str] = mapped_column(String(64))
     # cancel the open orders when the worker sees this state (cleared once it has); migration 0002
     cancel_open: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class ParameterState(Base):
+    """Trading parameters changed live (`serving.parameters`): the overrides of the configuration, as JSON, with a
+    version that increments on every change. Persisted, so a restarted worker trades with them (migration 0004)."""
+
+    __tablename__ = "trading_parameters"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    overrides: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now, onupdate=utc_now)
+    updated_by: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
 
 
 class LedgerEntry(Base):

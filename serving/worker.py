@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cta.config import Settings
-from cta.decide import decide
+from cta.decide import OrderIntent, decide
 from cta.errors import CTAError
 from cta.execution import Execution, warm_execution_rules
 from cta.lake import CandleLake, Market
@@ -34,7 +34,7 @@ from cta.timeframes import timeframe_ms
 from cta.validation import candle_problem
 from features.compute import compute_features, compute_newest, history_needed
 from features.registry import feature_names
-from serving import ledger
+from serving import ledger, parameters
 from serving.control import acknowledge_cancel_open, trading_state
 from serving.db import checkpoint
 from serving.decisions import DecisionRecord, place_order, record_decision, snapshot_equity
@@ -74,7 +74,10 @@ class Worker:
         lake: CandleLake | None = None,
         watch: ChampionWatch | None = None,
     ) -> None:
-        self.settings = settings
+        self.settings = settings  # the configuration with the live parameter changes applied (`refresh_parameters`)
+        self.configured = settings  # the configuration as loaded
+        self.parameters_version = 0
+        self.disabled: frozenset[str] = frozenset()  # markets an operator disabled: decisions, no orders
         # the candles the pipeline stored: the history the warm-up and the smoke rows fall back on when the exchange
         # cannot serve it (None: no fallback, e.g. a replay that must see only the candles it is given)
         self.lake = lake
@@ -108,6 +111,7 @@ class Worker:
         """Reconcile the broker before any order, restore each market's last decision, warm the
         candle history up to the last closed candle."""
         warm_execution_rules()  # the first order would load them otherwise
+        self.refresh_parameters()
         report = await self.broker.start()
         if report.changed:
             log.warning("reconciliation at start: %s", report)
@@ -238,6 +242,7 @@ class Worker:
         while stop is None or not stop.is_set():
             await self.models.refresh_due()
             await self.obey_kill_switch()
+            self.refresh_parameters()
             if time.monotonic() - reconciled >= self.settings.serving.reconcile_every_s:
                 report = await self.broker.reconcile()
                 reconciled = time.monotonic()
@@ -280,6 +285,24 @@ class Worker:
             return
         if size:
             log.info("ledger checkpoint %d signed%s", size, f", anchored {anchored}" if anchored else "")
+
+    def refresh_parameters(self) -> None:
+        """Trade with the parameters changed live (`serving.parameters`) from the next decision: read between
+        candles, applied when their version moved."""
+        current = parameters.load(self.sessions, self.configured)
+        if current.version == self.parameters_version and self.parameters_version:
+            return
+        self.settings = parameters.apply(self.configured, current)
+        self.disabled = frozenset(current.disabled_markets)
+        if current.version != self.parameters_version:
+            log.warning(
+                "trading parameters version %d in force (limits %s; risk %s; disabled markets: %s)",
+                current.version,
+                current.values.limits.model_dump(),
+                current.values.risk.model_dump(),
+                ", ".join(current.disabled_markets) or "none",
+            )
+        self.parameters_version = current.version
 
     async def obey_kill_switch(self) -> None:
         """Cancel open orders once when the kill switch asks for it (HALTED with cancel_open)."""
@@ -375,6 +398,9 @@ class Worker:
                     self.metrics.error("model_predict")
         settle_in_flight(self.sessions, state)
         intent = decide(prediction if prediction is not None else float("nan"), state.target, self.settings.limits)
+        if key in self.disabled and intent.is_order:  # an operator disabled the market: decided, not traded
+            intent = OrderIntent(state.target, 0.0)
+            reason = reason or "market disabled by an operator: no order"
         order_id: str | None = None
         answer_s = 0.0
         decision_id, control = record_decision(

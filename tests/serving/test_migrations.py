@@ -74,7 +74,7 @@ def test_a_model_change_without_a_migration_is_named(engine: Engine) -> None:
 
 def test_head_is_the_newest_migration(engine: Engine) -> None:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert current_revision(engine) == head == "0003"
+    assert current_revision(engine) == head == "0004"
 
 
 # ----- 0002: control_state.cancel_open ---------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def test_0002_moves_the_cancel_marker_into_its_column(database: Database) -> Non
 
     upgrade(engine)
 
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
     rows = _control_rows(engine, "state", "reason", "cancel_open", "updated_by")
     assert {key: (state, reason, bool(cancel), by) for key, (state, reason, cancel, by) in rows.items()} == {
         "trading": ("HALTED", "exchange incident", True, "api"),
@@ -141,7 +141,7 @@ def test_0002_downgrades_back_to_the_marker(database: Database) -> None:
     assert _control_rows(engine, "reason") == {row["key"]: (row["reason"],) for row in ROWS_AT_0001}
 
 
-@pytest.mark.parametrize("revision", ["0001", "0002", "0003"])
+@pytest.mark.parametrize("revision", ["0001", "0002", "0003", "0004"])
 def test_upgrading_an_already_migrated_database_changes_nothing(database: Database, revision: str) -> None:
     engine = database.new_engine()
     upgrade(engine, revision)
