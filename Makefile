@@ -8,7 +8,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint bench serve-exchange flows-serve clean images audit
+# The dashboard (dashboard/: Vite + React + TypeScript): its packages as package-lock.json pins them, then its build
+# (dashboard/dist, served by the worker's API at /). Rebuilt when a source file changes.
+NPM       ?= npm
+DASH      := dashboard
+DASH_DEPS := $(DASH)/node_modules/.installed
+DASH_DIST := $(DASH)/dist/index.html
+DASH_SRC  := $(shell find $(DASH)/src -type f 2>/dev/null) $(DASH)/index.html $(DASH)/vite.config.ts $(DASH)/tsconfig.json
+# The browser the end-to-end tests drive: Debian's Chromium (Playwright's own download cannot work offline).
+CHROMIUM  ?= /usr/bin/chromium
+
+.PHONY: venv demo test test-fast lint bench serve-exchange flows-serve clean images audit dashboard dashboard-test browser
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,13 +33,30 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP)
 
-demo: venv            ## the whole job on embedded defaults (the demo profile: config/demo.json)
+$(DASH_DEPS): $(DASH)/package-lock.json
+	cd $(DASH) && $(NPM) ci --no-audit --no-fund --loglevel=error
+	touch $(DASH_DEPS)
+
+$(DASH_DIST): $(DASH_DEPS) $(DASH_SRC)
+	cd $(DASH) && $(NPM) run build --silent
+
+dashboard: $(DASH_DIST)  ## the dashboard's packages and build (dashboard/dist, served by the worker's API at /)
+
+dashboard-test: $(DASH_DEPS)  ## the dashboard's unit and component tests (Vitest)
+	cd $(DASH) && $(NPM) test --silent
+
+browser:              ## Debian's Chromium for the end-to-end tests (installed once, with apt, when missing)
+	@test -x $(CHROMIUM) || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+		else echo "Chromium is missing: sudo apt-get install chromium (or set CHROMIUM=/path/to/chromium)"; exit 1; fi; }
+
+demo: venv dashboard  ## the whole job on embedded defaults (the demo profile: config/demo.json)
 	$(BIN)/cta --profile demo demo
 
-test: lint            ## the static checks, then the whole test suite
-	$(BIN)/python -m pytest
+test: lint dashboard browser dashboard-test  ## the static checks, the dashboard's own tests, then the whole test suite
+	CTA_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
-test-fast: venv       ## everything but the tests marked slow
+test-fast: venv dashboard browser  ## everything but the tests marked slow
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: venv            ## static checks: ruff (lint, format), mypy --strict, the layers (import-linter, pyproject.toml)
@@ -54,4 +81,4 @@ flows-serve: venv
 	$(BIN)/cta flows serve
 
 clean:
-	rm -rf data logs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf data logs .pytest_cache .mypy_cache .ruff_cache $(DASH)/dist

@@ -326,6 +326,59 @@ async def serving_runtime(
         engine.dispose()
 
 
+# a message, not a token
+NO_DASHBOARD_TOKEN = "the dashboard needs a token: set CTA_VIEWER_TOKEN (read only) and/or CTA_API_TOKEN (operator)"  # noqa: S105
+
+
+async def serve_dashboard(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """The dashboard and its API over the serving database, without trading (`cta dashboard`): what a paper session
+    left, or what a worker elsewhere writes into the same database. The kill switch and the parameters it changes
+    are the ones a worker reads; the chart's candles come from the exchange when it answers."""
+    from serving.api import ApiServer, build_app
+    from serving.metrics import WorkerMetrics
+
+    secrets = settings.secrets
+    if secrets.api_token is None and secrets.viewer_token is None:
+        raise CTAError(NO_DASHBOARD_TOKEN)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    from cta.registry import configure_mlflow
+
+    engine = make_engine(database_url(settings))
+    await asyncio.to_thread(upgrade, engine)
+    sessions, readers = session_factory(engine), session_factory(engine, read_only=True)
+    markets = configured_markets(settings)
+    configure_mlflow(settings)
+    readiness = Readiness(waiting=["no worker in this process (`cta dashboard`): the database as the worker left it"])
+    connected: dict[str, Any] = {}
+    app = build_app(
+        sessions=readers,
+        metrics=WorkerMetrics(),
+        status=readiness.status,
+        token=secrets.api_token.get_secret_value() if secrets.api_token else None,
+        viewer_token=secrets.viewer_token.get_secret_value() if secrets.viewer_token else None,
+        control_sessions=sessions,
+        v1=lambda writers: dashboard_api(
+            settings, markets, readers=readers, writers=writers, readiness=readiness, connected=connected
+        ),
+        dashboard_dir=dashboard_dir(settings),
+        cors_origins=settings.serving.cors_origins,
+    )
+    api = ApiServer(app)
+    url = await api.start(settings.serving.api_host, settings.serving.api_port)
+    log.warning("dashboard at %s/ (log in with the token); Ctrl-C stops", url)
+    try:
+        async with make_exchange(settings) as exchange:
+            connected["exchange"] = exchange
+            await stop.wait()
+    finally:
+        await api.stop()
+        engine.dispose()
+
+
 def dashboard_dir(settings: Settings) -> Path | None:
     """Where the dashboard's built files are (None: not served)."""
     if not settings.serving.dashboard_dir:

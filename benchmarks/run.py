@@ -26,6 +26,7 @@ Benchmark = Callable[[argparse.Namespace], list[dict[str, Any]]]
 def registry() -> dict[str, Benchmark]:
     from benchmarks import (
         bench_backtest,
+        bench_dashboard,
         bench_features,
         bench_ingest,
         bench_ledger,
@@ -45,6 +46,7 @@ def registry() -> dict[str, Benchmark]:
         "servers": bench_servers.run,
         "ledger": bench_ledger.run,
         "monitor": bench_monitor.run,
+        "dashboard": bench_dashboard.run,
     }
 
 

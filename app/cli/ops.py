@@ -170,6 +170,13 @@ def demo(ctx: typer.Context) -> None:
         "`cta models list`"
     )
     console.print(
+        f"  Dashboard: `export CTA_API_TOKEN=$(openssl rand -hex 16); cta {profile}dashboard`, then open "
+        f"http://{settings.serving.api_host}:{settings.serving.api_port}/ and log in with that token (overview, "
+        "trades with their decisions, chart, performance, models, data quality, controls, ledger); "
+        f"`cta {profile}serve` shows the same while it trades",
+        highlight=False,
+    )
+    console.print(
         f"  Trading: `cta {profile}serve` runs the worker on this paper account with its API (GET /healthz, /readyz, "
         "/metrics, /api/positions, /api/orders, /api/equity, /api/champion; token from CTA_API_TOKEN; address "
         "serving.api_host:serving.api_port, logged at start); `cta kill-switch halt --reason ...`"

@@ -29,6 +29,15 @@ def serve(
     render.print_serving(asyncio.run(run_serving(settings)))
 
 
+@cli.command("dashboard")
+def dashboard(ctx: typer.Context) -> None:
+    """Serve the dashboard and its API over the paper/live account without trading (the demo's account after
+    `make demo`): http://serving.api_host:serving.api_port/, token from CTA_VIEWER_TOKEN or CTA_API_TOKEN."""
+    from app.serve import serve_dashboard
+
+    asyncio.run(serve_dashboard(settings_of(ctx)))
+
+
 def serving_sessions(settings: Settings, read_only: bool = False) -> Any:
     """Sessions on the serving database (migrated to the newest schema first)."""
     from app.serve import database_url

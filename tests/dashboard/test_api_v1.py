@@ -459,8 +459,10 @@ def test_the_dashboard_files_are_served_from_the_same_origin(
                 assert response.status in (403, 404)
             async with client.get("/api/v1/openapi.json") as response:
                 assert response.status == 200  # public: it holds no data
-        async with serving(app_for(readers, sessions, dashboard=tmp_path / "missing")) as client:
-            async with client.get("/") as response:
-                assert response.status == 404 and "make dashboard" in (await response.json())["error"]
+        async with (
+            serving(app_for(readers, sessions, dashboard=tmp_path / "missing")) as client,
+            client.get("/") as response,
+        ):
+            assert response.status == 404 and "make dashboard" in (await response.json())["error"]
 
     run(scenario())
