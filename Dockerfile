@@ -75,6 +75,9 @@ RUN /opt/venv/bin/pip install --no-index --no-cache-dir --no-deps /tmp/dist/*.wh
     && rm -rf /tmp/check
 COPY config /app/config
 COPY deploy/healthcheck.py /opt/cta/healthcheck.py
+# The dashboard's built files (`make dashboard` before the build; `make images` does), served by the worker's API at /.
+COPY dashboard/dist /app/dashboard/dist
+ENV CTA_SERVING__DASHBOARD_DIR=/app/dashboard/dist
 WORKDIR /app
 USER 10001:10001
 # What the container serves decides what healthy means: compose sets HEALTHCHECK_URL (or its own healthcheck)

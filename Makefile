@@ -54,7 +54,7 @@ demo: venv dashboard  ## the whole job on embedded defaults (the demo profile: c
 	$(BIN)/cta --profile demo demo
 
 test: lint dashboard browser dashboard-test  ## the static checks, the dashboard's own tests, then the whole test suite
-	CTA_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
+	DASHBOARD_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
 test-fast: venv dashboard browser  ## everything but the tests marked slow
 	$(BIN)/python -m pytest -m "not slow"
@@ -68,7 +68,7 @@ lint: venv            ## static checks: ruff (lint, format), mypy --strict, the 
 bench: venv           ## benchmarks: prints a table, writes benchmarks/results/*.json
 	$(BIN)/python -m benchmarks.run
 
-images: venv          ## container images cta/runtime:local, cta/flows:local on a private dockerd (deploy/README.md)
+images: venv dashboard  ## container images cta/runtime:local, cta/flows:local on a private dockerd (deploy/README.md)
 	$(BIN)/python -m deploy.images build $(if $(BASE),--base $(BASE))
 
 audit: venv          ## known vulnerabilities in requirements.lock (pip-audit in a tool venv; exit 2: no service reachable)

@@ -115,7 +115,7 @@ def _browser() -> Iterator[Any]:
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=os.environ.get("CTA_CHROMIUM", "/usr/bin/chromium"), args=["--no-sandbox"]
+            executable_path=os.environ.get("DASHBOARD_CHROMIUM", "/usr/bin/chromium"), args=["--no-sandbox"]
         )
         try:
             yield browser

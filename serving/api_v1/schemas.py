@@ -94,6 +94,9 @@ class OverviewOut(_Out):
     reasons: list[str]
     markets: list[MarketOverview]
     server_time: str
+    market_time: str | None = Field(
+        default=None, description="the market clock the worker trades by (a replay's differs from server_time)"
+    )
 
 
 # ----- orders, fills, decisions -------------------------------------------------------------------------------------

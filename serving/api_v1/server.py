@@ -325,9 +325,7 @@ class ApiV1:
         status = dict(self.status())
         models: Mapping[str, Any] = status.get("models", {})
         states: Mapping[str, Any] = status.get("markets", {})
-        now = self.now_ms()
-        if callable(status.get("now_ms")):
-            now = status["now_ms"]()
+        now = int(status.get("now_ms") or self.now_ms())
 
         def build(session: Session) -> s.OverviewOut:
             current = parameters.read(session, self.settings)
@@ -351,6 +349,7 @@ class ApiV1:
                     for key, market in self.markets.items()
                 ],
                 server_time=_now_iso(),
+                market_time=views.iso_ms(now),
             )
 
         return await self._read(build)  # type: ignore[no-any-return]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -466,3 +467,15 @@ def test_the_dashboard_files_are_served_from_the_same_origin(
             assert response.status == 404 and "make dashboard" in (await response.json())["error"]
 
     run(scenario())
+
+
+def test_the_dashboards_types_are_generated_from_the_committed_document(tmp_path: Path) -> None:
+    """No hand-written duplicate of the API's types: dashboard/src/api/schema.d.ts is openapi-typescript's output
+    for the committed document (`npm run api-types` renews it)."""
+    cli = ROOT / "dashboard" / "node_modules" / ".bin" / "openapi-typescript"
+    assert cli.exists(), "the dashboard's packages are not installed: make dashboard (make test does)"
+    out = tmp_path / "schema.d.ts"
+    subprocess.run(
+        [str(cli), "openapi.json", "-o", str(out)], cwd=ROOT / "dashboard", check=True, capture_output=True, timeout=120
+    )
+    assert out.read_text() == (ROOT / "dashboard" / "src" / "api" / "schema.d.ts").read_text()

@@ -6,7 +6,7 @@ its API serving the built dashboard from the same origin. Nothing is mocked.
 Viewer and operator log in; orders appear without a reload; the viewer cannot change anything; the operator
 halts (no new order follows, the ledger has the entry), changes `limits.max_position` (the next decision's target
 respects it), and a value out of bounds is refused naming the field. Every page is photographed
-(`CTA_SCREENSHOTS` names the folder; docs/dashboard holds the current ones)."""
+(`DASHBOARD_SCREENSHOTS` names the folder; docs/dashboard holds the current ones)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from benchmarks.bench_dashboard import READY
 from cta.config import Settings, load_settings
 from cta.lake import Market
 from tests.conftest import CONFIG_DIR
@@ -33,7 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900
 
 ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "dashboard" / "dist"
-CHROMIUM = os.environ.get("CTA_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("DASHBOARD_CHROMIUM", "/usr/bin/chromium")
 OPERATOR = "e2e-operator-token-3b1f0c9a7d"
 VIEWER = "e2e-viewer-token-9e2d4c1b8a"
 BTC = Market("binance", "BTC/USDT", "1h")
@@ -206,7 +207,7 @@ def browser() -> Iterator[Any]:
 
 
 def screenshots_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = Path(os.environ.get("CTA_SCREENSHOTS") or tmp_path_factory.getbasetemp() / "screenshots")
+    folder = Path(os.environ.get("DASHBOARD_SCREENSHOTS") or tmp_path_factory.getbasetemp() / "screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -263,8 +264,8 @@ def test_the_viewer_sees_orders_arrive_live_and_cannot_change_anything(
     folder = screenshots_dir(tmp_path_factory)
     for name in PAGES:
         page.get_by_test_id(f"nav-{name}").click()
-        page.wait_for_load_state("networkidle") if name != "overview" else None
-        page.wait_for_timeout(1200)  # charts draw after their data arrives
+        page.locator(READY[name]).first.wait_for(timeout=30_000)
+        page.wait_for_timeout(800)  # charts draw just after their data arrives
         page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
     page.close()
 

@@ -517,4 +517,9 @@ def check_the_stack(stack: Stack) -> None:
     metrics = urllib.request.Request(f"{stack.trader}/metrics", headers={"Authorization": f"Bearer {stack.token}"})
     with urllib.request.urlopen(metrics, timeout=10) as response:
         assert b"cta_" in response.read()
+    # the dashboard is in the trader's image, served from the API's origin, and API v1 answers behind it
+    with urllib.request.urlopen(f"{stack.trader}/", timeout=10) as response:
+        assert b'<div id="root">' in response.read()
+    overview = http_json(f"{stack.trader}/api/v1/overview", token=stack.token)
+    assert overview["markets"][0]["orders"] >= 1, overview
     TIMINGS["trader_orders_filled"] = len(orders)
