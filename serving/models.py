@@ -74,7 +74,8 @@ class Decision(Base):
     """What the policy decided for one market at one candle close, with everything needed to replay it."""
 
     __tablename__ = "decisions"
-    __table_args__ = (UniqueConstraint("market", "candle_ts"),)
+    # one market's decisions newest first (the dashboard's pages) without sorting them all: migration 0004
+    __table_args__ = (UniqueConstraint("market", "candle_ts"), Index("ix_decisions_market_id", "market", "id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     market: Mapped[str] = mapped_column(String(64))
@@ -202,7 +203,11 @@ class LedgerEntry(Base):
     """One link of the append-only hash chain (see `serving.ledger`); `seq` runs 1..n without gaps."""
 
     __tablename__ = "ledger_entries"
-    __table_args__ = (CheckConstraint("seq >= 1", name="seq_positive"),)
+    # one kind's entries newest first (the dashboard's ledger filter): migration 0004
+    __table_args__ = (
+        CheckConstraint("seq >= 1", name="seq_positive"),
+        Index("ix_ledger_entries_kind_seq", "kind", "seq"),
+    )
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     ts: Mapped[int] = mapped_column(BigInteger)

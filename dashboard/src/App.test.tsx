@@ -23,7 +23,7 @@ function backend(tokens: Record<string, "viewer" | "operator">) {
   const guarded = (answer: (call: Call) => Response) => (call: Call) =>
     role(call) ? answer(call) : json({ error: "missing or wrong token", field: null }, 401);
   return mockFetch({
-    "GET /api/v1/me": guarded((call) => json({ role: role(call), can_operate: role(call) === "operator" })),
+    "GET /api/v1/me": guarded((call) => json({ role: role(call), can_operate: role(call) === "operator", markets: [] })),
     "GET /api/v1/overview": guarded(() => json(overview)),
     "GET /api/v1/control": guarded(() => json(control)),
     "GET /api/v1/orders": guarded(() => json({ items: [order(2), order(1)], total: 2, next_before: null })),

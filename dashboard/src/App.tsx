@@ -1,6 +1,6 @@
 // The app: the login page without a session; with one, the shell (header, navigation, live stream) and the page.
 import { useQueryClient } from "@tanstack/react-query";
-import { Suspense, lazy, useCallback, useEffect, useState, type ReactNode } from "react";
+import { Suspense, useCallback, useEffect, useState, type ReactNode } from "react";
 import { clearSession, loadSession, onUnauthorized, saveSession, type Session } from "./api/client";
 import { LiveProvider } from "./api/live";
 import { useControl, useMe } from "./api/queries";
@@ -16,9 +16,9 @@ import { Trades } from "./pages/Trades";
 import { RoleContext } from "./role";
 
 // the pages with charts load lightweight-charts on first visit (a separate chunk): the login and the tables stay light
-const Chart = lazy(() => import("./pages/Chart").then((m) => ({ default: m.Chart })));
-const Performance = lazy(() => import("./pages/Performance").then((m) => ({ default: m.Performance })));
-const Models = lazy(() => import("./pages/Models").then((m) => ({ default: m.Models })));
+import { Chart } from "./pages/Chart";
+import { Models } from "./pages/Models";
+import { Performance } from "./pages/Performance";
 
 const LABELS: Record<Page, string> = {
   overview: "Overview",

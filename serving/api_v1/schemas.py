@@ -37,6 +37,7 @@ class ErrorOut(_Out):
 class MeOut(_Out):
     role: Role
     can_operate: bool
+    markets: list[str] = Field(description="the markets this worker serves (configured order)")
 
 
 # ----- overview ---------------------------------------------------------------------------------------------------
@@ -151,7 +152,7 @@ class OrderOut(_Out):
     decision_id: int | None
     decision: DecisionOut | None
     fills: list[FillOut]
-    ledger_seq: int | None = Field(description="the ledger entry that recorded the order")
+    ledger_seq: int | None = Field(description="the newest ledger entry about the order (its intent, sending or state)")
 
 
 class OrderPage(_Out):
@@ -245,7 +246,7 @@ class PerformanceOut(_Out):
     daily: list[DailyPnlOut]
     total_return: float | None
     buy_hold_return: float | None
-    sharpe: float | None = Field(description="annualised from per-snapshot returns")
+    sharpe: float | None = Field(description="annualised from per-snapshot returns (null under 30 of them)")
     sortino: float | None
     max_drawdown: float | None
     snapshots: int

@@ -43,6 +43,7 @@ from serving.orders import OrderStatus
 log = logging.getLogger(__name__)
 
 STREAM_POLL_S = 0.2
+VERIFY_EVERY_S = 30.0  # the ledger's full verification, shared by every caller for this long
 HEARTBEAT_S = 10.0
 STREAM_BATCH = 200  # rows per kind per poll
 STREAM_QUEUE = 1000  # events a slow client may fall behind before its stream is closed (it reconnects)
@@ -291,6 +292,8 @@ class ApiV1:
         self.on_trading_state = on_trading_state
         self.now_ms = now_ms or (lambda: int(time.time() * 1000))
         self.hub = StreamHub(sessions)
+        self._verify_lock = asyncio.Lock()
+        self._verified: tuple[float, s.LedgerVerifyOut | None] = (0.0, None)
         self._openapi = json.dumps(openapi_document()).encode()
 
     # --- helpers --------------------------------------------------------------------------------------------------
@@ -319,7 +322,7 @@ class ApiV1:
 
     async def me(self, request: web.Request) -> BaseModel:
         role = request.get(ROLE_KEY, "viewer")
-        return s.MeOut(role=role, can_operate=role == "operator")
+        return s.MeOut(role=role, can_operate=role == "operator", markets=list(self.markets))
 
     async def overview(self, _request: web.Request) -> BaseModel:
         status = dict(self.status())
@@ -412,7 +415,8 @@ class ApiV1:
         q: s.PerformanceQuery = parse_query(s.PerformanceQuery, request)
         market = self._market(q.market)
         bar_ms = timeframe_ms(market.timeframe if market else next(iter(self.markets.values())).timeframe)
-        return await self._read(lambda session: views.performance(session, q.market, q.limit, bar_ms))  # type: ignore[no-any-return]
+        keys = list(self.markets)
+        return await self._read(lambda session: views.performance(session, q.market, q.limit, bar_ms, keys))  # type: ignore[no-any-return]
 
     async def models(self, _request: web.Request) -> BaseModel:
         if self.registry is None:
@@ -435,7 +439,13 @@ class ApiV1:
         return await self._read(lambda session: views.ledger_page(session, q))  # type: ignore[no-any-return]
 
     async def ledger_verify(self, _request: web.Request) -> BaseModel:
-        return await self._read(views.ledger_verification)  # type: ignore[no-any-return]
+        """The whole chain and tree checked (O(entries)): at most once per VERIFY_EVERY_S, whoever asks."""
+        async with self._verify_lock:
+            at, report = self._verified
+            if report is None or time.monotonic() - at > VERIFY_EVERY_S:
+                report = await self._read(views.ledger_verification)
+                self._verified = (time.monotonic(), report)
+        return report
 
     # --- changes (operator) ---------------------------------------------------------------------------------------
 

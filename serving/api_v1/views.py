@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,8 @@ from serving.parameters import Parameters
 from serving.parameters import schema as parameter_schema
 
 DAY_MS = 86_400_000
+MAX_CURVE_POINTS = 1500  # the equity curve a chart gets (the statistics use every snapshot)
+MIN_RATIO_SNAPSHOTS = 30  # Sharpe and Sortino from at least this many per-snapshot returns (else null)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -116,22 +119,27 @@ def _next(rows: Sequence[Any], limit: int) -> int | None:
 
 
 def _order_ledger_seqs(session: Session, orders: Sequence[Order]) -> dict[str, int]:
-    """client order id -> seq of the ledger entry of kind "order" that recorded it (a bounded scan: entries
-    written since just before the oldest of these orders)."""
+    """client order id -> seq of the newest ledger entry of kind "order" about it. Walks the "order" entries
+    newest first (index on kind, seq) and stops once every order is found or the entries are older than the oldest
+    order (a minute's slack): a page of recent orders reads a page of recent entries."""
     if not orders:
         return {}
-    oldest = min(int(o.created_at.timestamp() * 1000) for o in orders if o.created_at) if orders else 0
+    stamps = [int(o.created_at.timestamp() * 1000) for o in orders if o.created_at is not None]
+    oldest = min(stamps) - 60_000 if stamps else 0
     wanted = {o.client_order_id for o in orders}
     found: dict[str, int] = {}
     query = (
-        select(LedgerEntry.seq, LedgerEntry.payload)
-        .where(LedgerEntry.kind == "order", LedgerEntry.ts >= oldest - 60_000)
-        .order_by(LedgerEntry.seq)
+        select(LedgerEntry.seq, LedgerEntry.ts, LedgerEntry.payload)
+        .where(LedgerEntry.kind == "order")
+        .order_by(LedgerEntry.seq.desc())
+        .execution_options(yield_per=200)
     )
-    for seq, payload in session.execute(query):
+    for seq, ts, payload in session.execute(query):
+        if len(found) == len(wanted) or ts < oldest:
+            break
         coid = json.loads(payload).get("client_order_id")
-        if coid in wanted and coid not in found:
-            found[coid] = int(seq)
+        if coid in wanted:
+            found.setdefault(coid, int(seq))
     return found
 
 
@@ -244,15 +252,6 @@ def parameters_out(parameters: Parameters) -> s.ParametersOut:
 # ----- overview -----------------------------------------------------------------------------------------------------
 
 
-def _snapshots(session: Session, market: str | None, limit: int) -> list[EquitySnapshot]:
-    query = select(EquitySnapshot).where(
-        EquitySnapshot.market == market if market is not None else EquitySnapshot.market.is_not(None)
-    )
-    rows = list(session.scalars(query.order_by(EquitySnapshot.ts.desc(), EquitySnapshot.id.desc()).limit(limit)))
-    rows.reverse()
-    return rows
-
-
 def market_overview(
     session: Session,
     market: Market,
@@ -284,7 +283,9 @@ def market_overview(
             .limit(1)
         )
     position = session.get(Position, key)
-    decision = session.scalar(select(Decision).where(Decision.market == key).order_by(Decision.id.desc()).limit(1))
+    decision = session.scalar(
+        select(Decision).where(Decision.market == key).order_by(Decision.candle_ts.desc()).limit(1)
+    )
     orders = int(session.scalar(select(func.count(Order.id)).where(Order.market == key)) or 0)
     bar_ms = timeframe_ms(market.timeframe)
     last_ts = state.get("last_ts")
@@ -340,65 +341,97 @@ def market_overview(
 # ----- performance --------------------------------------------------------------------------------------------------
 
 
-def _combined(rows: Sequence[EquitySnapshot]) -> list[tuple[int, float, float | None]]:
-    """(ts, equity, price) per time; several markets: their equities summed (each carried forward)."""
-    markets = {r.market for r in rows}
+def _equity_rows(
+    session: Session, markets: Sequence[str], limit: int
+) -> list[tuple[int, int, str | None, float, float | None]]:
+    """The newest `limit` snapshots of `markets` (an equal share each), oldest first: (id, ts, market, equity, price)
+    columns, no ORM objects; one query per market on its (market, ts) index, merged here (no sort of the table)."""
+    rows: list[tuple[int, int, str | None, float, float | None]] = []
+    share = -(-limit // max(len(markets), 1))
+    for market in markets:
+        found = session.execute(
+            select(
+                EquitySnapshot.id, EquitySnapshot.ts, EquitySnapshot.market, EquitySnapshot.equity, EquitySnapshot.price
+            )
+            .where(EquitySnapshot.market == market)
+            .order_by(EquitySnapshot.ts.desc(), EquitySnapshot.id.desc())
+            .limit(share)
+        ).all()
+        rows += [tuple(r) for r in found]  # type: ignore[misc]
+    rows.sort(key=lambda r: (r[1], r[0]))
+    return rows
+
+
+def _combined(
+    rows: Sequence[tuple[int, int, str | None, float, float | None]],
+) -> tuple[list[int], list[float], list[float]]:
+    """(times, equity, prices) per time; several markets: their equities summed (each carried forward), no price."""
+    markets = {r[2] for r in rows}
     if len(markets) <= 1:
-        return [(r.ts, float(r.equity), r.price) for r in rows]
+        return [r[1] for r in rows], [float(r[3]) for r in rows], [float(r[4]) for r in rows if r[4]]
     latest: dict[str | None, float] = {}
-    out: list[tuple[int, float, float | None]] = []
-    for r in sorted(rows, key=lambda r: (r.ts, r.id)):
-        latest[r.market] = float(r.equity)
+    times: list[int] = []
+    values: list[float] = []
+    for _, ts, market, equity, _ in rows:
+        latest[market] = float(equity)
         if len(latest) == len(markets):
-            if out and out[-1][0] == r.ts:
-                out[-1] = (r.ts, sum(latest.values()), None)
+            if times and times[-1] == ts:
+                values[-1] = sum(latest.values())
             else:
-                out.append((r.ts, sum(latest.values()), None))
-    return out
+                times.append(ts)
+                values.append(sum(latest.values()))
+    return times, values, []
 
 
-def performance(session: Session, market: str | None, limit: int, bar_ms: int) -> s.PerformanceOut:
-    rows = _snapshots(session, market, limit)
-    points = _combined(rows)
-    equity = [e for _, e, _ in points]
-    curve: list[s.EquityPointOut] = []
-    peak = -math.inf
-    for ts, value, _ in points:
-        peak = max(peak, value)
-        curve.append(s.EquityPointOut(time=iso_ms(ts), equity=value, drawdown=value / peak - 1 if peak > 0 else 0.0))
+def _ratios(equity: np.ndarray, bar_ms: int) -> tuple[float | None, float | None]:
+    """Annualised Sharpe and Sortino of the per-snapshot returns (None under MIN_RATIO_SNAPSHOTS of them)."""
+    if len(equity) <= MIN_RATIO_SNAPSHOTS:  # fewer returns make an annualised ratio noise, not a measurement
+        return None, None
+    returns = bar_returns(equity)
+    per_year = 365 * DAY_MS / max(bar_ms, 1)
+    std = float(returns.std(ddof=1))
+    downside = returns[returns < 0]
+    down = float(np.sqrt((downside**2).mean())) if len(downside) else 0.0
+    mean = float(returns.mean())
+    return (
+        mean / std * math.sqrt(per_year) if std > 0 else None,
+        mean / down * math.sqrt(per_year) if down > 0 else None,
+    )
+
+
+def performance(
+    session: Session, market: str | None, limit: int, bar_ms: int, markets: Sequence[str] = ()
+) -> s.PerformanceOut:
+    """Equity and drawdown (at most MAX_CURVE_POINTS, evenly spaced, the last one kept), daily PnL and the ratios
+    of the newest `limit` snapshots of `market`, or of `markets` together when it is None; the statistics use every
+    snapshot, only the curve is thinned."""
+    times, values, prices = _combined(_equity_rows(session, [market] if market is not None else markets, limit))
+    equity = np.asarray(values, dtype="float64")
+    peaks = np.maximum.accumulate(equity) if len(equity) else equity
+    drawdown = np.where(peaks > 0, equity / np.where(peaks > 0, peaks, 1.0) - 1.0, 0.0)
+    shown = np.unique(np.linspace(0, len(equity) - 1, min(len(equity), MAX_CURVE_POINTS)).round().astype(int))
+    curve = [
+        s.EquityPointOut.model_construct(time=iso_ms(times[i]), equity=float(equity[i]), drawdown=float(drawdown[i]))
+        for i in shown.tolist()
+    ]
     daily: dict[int, tuple[float, float]] = {}
-    previous = equity[0] if equity else 0.0
-    for ts, value, _ in points:
+    previous = values[0] if values else 0.0
+    for ts, value in zip(times, values, strict=True):
         day = ts // DAY_MS
         start, _ = daily.get(day, (previous, previous))
         daily[day] = (start, value)
         previous = value
-    sharpe = sortino = None
-    if len(equity) > 2:
-        import numpy as np
-
-        returns = bar_returns(np.asarray(equity, dtype="float64"))
-        per_year = 365 * DAY_MS / max(bar_ms, 1)
-        std = float(returns.std(ddof=1)) if len(returns) > 1 else 0.0
-        if std > 0:
-            sharpe = float(returns.mean() / std * math.sqrt(per_year))
-        downside = returns[returns < 0]
-        down = float(math.sqrt((downside**2).mean())) if len(downside) else 0.0
-        if down > 0:
-            sortino = float(returns.mean() / down * math.sqrt(per_year))
-    prices = [p for _, _, p in points if p]
-    import numpy as np
-
+    sharpe, sortino = _ratios(equity, bar_ms)
     return s.PerformanceOut(
         market=market,
         equity=curve,
         daily=[s.DailyPnlOut(day=iso_ms(day * DAY_MS)[:10], pnl=end - start) for day, (start, end) in daily.items()],
-        total_return=equity[-1] / equity[0] - 1 if len(equity) > 1 and equity[0] else None,
+        total_return=values[-1] / values[0] - 1 if len(values) > 1 and values[0] else None,
         buy_hold_return=prices[-1] / prices[0] - 1 if market is not None and len(prices) > 1 else None,
         sharpe=_finite(sharpe),
         sortino=_finite(sortino),
-        max_drawdown=float(max_drawdown(np.asarray(equity, dtype="float64"))) if len(equity) > 1 else None,
-        snapshots=len(points),
+        max_drawdown=float(max_drawdown(equity)) if len(equity) > 1 else None,
+        snapshots=len(values),
     )
 
 

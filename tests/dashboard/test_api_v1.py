@@ -202,8 +202,13 @@ def test_roles_the_viewer_reads_and_is_refused_every_change(
 
     async def scenario() -> None:
         async with serving(app_for(readers, sessions)) as client:
-            assert (await get(client, "/api/v1/me"))[1] == {"role": "viewer", "can_operate": False}
-            assert (await get(client, "/api/v1/me", AS_OPERATOR))[1] == {"role": "operator", "can_operate": True}
+            markets = [BTC, ETH]
+            assert (await get(client, "/api/v1/me"))[1] == {"role": "viewer", "can_operate": False, "markets": markets}
+            assert (await get(client, "/api/v1/me", AS_OPERATOR))[1] == {
+                "role": "operator",
+                "can_operate": True,
+                "markets": markets,
+            }
             for method, path, body in [
                 ("POST", "/api/v1/control", {"state": "HALTED", "reason": "x"}),
                 ("PUT", "/api/v1/parameters", {"changes": {"limits.max_position": 0.5}, "reason": "x"}),

@@ -9,7 +9,7 @@ import { INVALIDATES, LiveStream, type LiveSnapshot, type LiveState, type Stream
 export const FALLBACK_POLL_MS = 5000;
 
 /** Collects the query roots that events make stale and invalidates them together (bursts cost one refetch). */
-export function createInvalidator(queryClient: QueryClient, delayMs = 250) {
+export function createInvalidator(queryClient: QueryClient, delayMs = 100) {
   const pending = new Set<string>();
   let timer: ReturnType<typeof setTimeout> | null = null;
   const flush = () => {

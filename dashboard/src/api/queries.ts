@@ -226,7 +226,8 @@ export function useRollback() {
 }
 
 /** Market names, from the overview (for the select boxes). */
+/** The markets the worker serves (from /me: known at once, without waiting for the overview's figures). */
 export function useMarkets(): string[] {
-  const overview = useOverview();
-  return overview.data?.markets.map((market) => market.market) ?? [];
+  const me = useMe();
+  return me.data?.markets ?? [];
 }

@@ -723,6 +723,11 @@ export interface components {
             role: "viewer" | "operator";
             /** Can Operate */
             can_operate: boolean;
+            /**
+             * Markets
+             * @description the markets this worker serves (configured order)
+             */
+            markets: string[];
         };
         /** ModelsOut */
         ModelsOut: {
@@ -774,7 +779,7 @@ export interface components {
             fills: components["schemas"]["FillOut"][];
             /**
              * Ledger Seq
-             * @description the ledger entry that recorded the order
+             * @description the newest ledger entry about the order (its intent, sending or state)
              */
             ledger_seq: number | null;
         };
@@ -906,7 +911,7 @@ export interface components {
             buy_hold_return: number | null;
             /**
              * Sharpe
-             * @description annualised from per-snapshot returns
+             * @description annualised from per-snapshot returns (null under 30 of them)
              */
             sharpe: number | null;
             /** Sortino */

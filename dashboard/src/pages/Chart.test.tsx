@@ -1,8 +1,8 @@
 import { screen, waitFor } from "@testing-library/react";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { saveSession, type Schemas } from "../api/client";
-import { snapToCandle } from "../components/Charts";
-import { overview } from "../test/fixtures";
+import { snapToCandle } from "../components/chartKit";
+import { me, overview } from "../test/fixtures";
 import { mockFetch, renderWithClient } from "../test/utils";
 import { Chart, chartSeries, fillMarkers } from "./Chart";
 import { equitySeries } from "./Performance";
@@ -72,7 +72,8 @@ describe("chart data", () => {
 describe("Chart page", () => {
   it("renders the chart container, the source and the attribution link", async () => {
     saveSession({ token: "t", role: "viewer" });
-    mockFetch({ "GET /api/v1/overview": overview, "GET /api/v1/chart": { ...chart, candles: [], source: "lake (exchange down)" } });
+    mockFetch({ "GET /api/v1/overview": overview,
+      "GET /api/v1/me": me, "GET /api/v1/chart": { ...chart, candles: [], source: "lake (exchange down)" } });
     renderWithClient(<Chart />, { role: "viewer" });
     await waitFor(() => expect(screen.getByTestId("chart-source")).toHaveTextContent("lake (exchange down)"));
     expect(screen.getByTestId("chart-unavailable")).toBeInTheDocument();

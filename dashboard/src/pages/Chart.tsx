@@ -1,9 +1,10 @@
 // Chart: candles with the fills as markers, and the model's target position (and prediction) in panes below.
-import { LineType, type SeriesMarker, type Time, type UTCTimestamp } from "lightweight-charts";
+import type { SeriesMarker, Time, UTCTimestamp } from "lightweight-charts";
 import { useMemo, useState } from "react";
 import type { Schemas } from "../api/client";
 import { useChart, useMarkets } from "../api/queries";
-import { COLORS, ChartAttribution, TimeChart, snapToCandle, uniqueSorted, type SeriesSpec } from "../components/Charts";
+import { COLORS, ChartAttribution, snapToCandle, uniqueSorted, type SeriesSpec } from "../components/chartKit";
+import { TimeChart, preloadCharts } from "../components/LazyChart";
 import { Panel, QueryState, Select, Stat } from "../components/ui";
 import { fmtNum, fmtPrice, fmtTime } from "../format";
 
@@ -61,13 +62,14 @@ export function chartSeries(chart: ChartOut): SeriesSpec[] {
       kind: "line",
       data: predictions,
       pane: 2,
-      options: { color: COLORS.violet, lineWidth: 1, lineType: LineType.Simple, title: "prediction", priceFormat: { type: "price", precision: 4, minMove: 0.0001 } },
+      options: { color: COLORS.violet, lineWidth: 1, lineType: 0 /* LineType.Simple: a value import would pull the library into the main bundle */, title: "prediction", priceFormat: { type: "price", precision: 4, minMove: 0.0001 } },
     });
   }
   return series;
 }
 
 export function Chart() {
+  void preloadCharts(); // the library loads while the data is fetched
   const markets = useMarkets();
   const [chosen, setChosen] = useState("");
   const [limit, setLimit] = useState(300);

@@ -4,7 +4,8 @@ import type { UTCTimestamp } from "lightweight-charts";
 import { useMemo, useState, type FormEvent } from "react";
 import { errorMessage, type Schemas } from "../api/client";
 import { useModels, useRollback } from "../api/queries";
-import { COLORS, ChartAttribution, TimeChart, type SeriesSpec } from "../components/Charts";
+import { COLORS, ChartAttribution, type SeriesSpec } from "../components/chartKit";
+import { TimeChart, preloadCharts } from "../components/LazyChart";
 import { Table, type Column } from "../components/Table";
 import { Badge, Panel, QueryState, Stat, type Tone } from "../components/ui";
 import { DASH, fmtNum, fmtPct, fmtRatio, fmtTime, shortHash, signClass } from "../format";
@@ -211,6 +212,7 @@ function MarketModelsSection({ models }: { models: MarketModels }) {
 }
 
 export function Models() {
+  void preloadCharts(); // the library loads while the data is fetched
   const models = useModels();
   return (
     <div className="page">

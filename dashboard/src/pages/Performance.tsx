@@ -3,7 +3,8 @@ import type { UTCTimestamp } from "lightweight-charts";
 import { useMemo, useState } from "react";
 import type { Schemas } from "../api/client";
 import { useMarkets, usePerformance } from "../api/queries";
-import { COLORS, ChartAttribution, TimeChart, toChartTime, uniqueSorted, type SeriesSpec } from "../components/Charts";
+import { COLORS, ChartAttribution, toChartTime, uniqueSorted, type SeriesSpec } from "../components/chartKit";
+import { TimeChart, preloadCharts } from "../components/LazyChart";
 import { Panel, QueryState, Select, Stat } from "../components/ui";
 import { fmtPct, fmtRatio, fmtSigned, signClass } from "../format";
 
@@ -45,6 +46,7 @@ export function equitySeries(data: PerformanceOut): { equity: SeriesSpec[]; draw
 const dailyOptions = { timeScale: { timeVisible: false } };
 
 export function Performance() {
+  void preloadCharts(); // the library loads while the data is fetched
   const markets = useMarkets();
   const [market, setMarket] = useState("");
   const performance = usePerformance(market || null);

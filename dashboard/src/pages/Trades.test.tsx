@@ -2,7 +2,7 @@ import { screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { saveSession } from "../api/client";
-import { order, overview } from "../test/fixtures";
+import { order, me, overview } from "../test/fixtures";
 import { json, mockFetch, renderWithClient } from "../test/utils";
 import { Trades } from "./Trades";
 
@@ -16,6 +16,7 @@ describe("Trades", () => {
     saveSession({ token: "t", role: "viewer" });
     const { calls } = mockFetch({
       "GET /api/v1/overview": overview,
+      "GET /api/v1/me": me,
       "GET /api/v1/orders": (call) => {
         const q = new URLSearchParams(call.search);
         if (q.get("before") === "3") return json({ items: [order(2), order(1)], total: 4, next_before: null });

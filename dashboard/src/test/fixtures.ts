@@ -175,3 +175,10 @@ export function order(id: number, extra: Partial<Schemas["OrderOut"]> = {}): Sch
     ...extra,
   };
 }
+
+/** `GET /api/v1/me` for an operator of the overview's markets. */
+export const me: Schemas["MeOut"] = {
+  role: "operator",
+  can_operate: true,
+  markets: overview.markets.map((market) => market.market),
+};

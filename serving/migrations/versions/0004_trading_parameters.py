@@ -1,4 +1,5 @@
-"""Trading parameters changed live (`trading_parameters`) and the price each equity snapshot was valued at.
+"""Trading parameters changed live (`trading_parameters`), the price each equity snapshot was valued at, and two
+indexes for the dashboard's pages (one market's decisions, one kind of ledger entry, newest first).
 
 Revision ID: 0004
 Revises: 0003
@@ -29,8 +30,13 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text(), nullable=False),
     )
     op.add_column("equity_snapshots", sa.Column("price", sa.Double(), nullable=True))
+    # the dashboard's pages: one market's decisions and one kind of ledger entry, newest first, without a sort
+    op.create_index("ix_decisions_market_id", "decisions", ["market", "id"])
+    op.create_index("ix_ledger_entries_kind_seq", "ledger_entries", ["kind", "seq"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_ledger_entries_kind_seq", table_name="ledger_entries")
+    op.drop_index("ix_decisions_market_id", table_name="decisions")
     op.drop_column("equity_snapshots", "price")
     op.drop_table("trading_parameters")
