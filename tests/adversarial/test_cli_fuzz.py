@@ -129,6 +129,7 @@ FUZZED: dict[str, Args] = {
 }
 SKIPPED = {
     "serve": "runs the worker until stopped (non-integer --bars: see test_usage_errors_are_one_line)",
+    "dashboard": "serves until stopped; without a token it refuses at once (tests/dashboard/test_cli_dashboard.py)",
     "demo": "the whole pipeline and the worker: minutes",
     "up": "starts the Prefect server and the MLflow UI, left running",
     "pipeline": "a Prefect flow of every stage: minutes",
