@@ -231,7 +231,7 @@ async def serving_runtime(
     from cta.registry import configure_mlflow, promotion_lock, registered_model_name, registry_problem
     from features.feast_store import feature_store_for
     from features.registry import feature_names
-    from serving.api import ApiServer, build_app
+    from serving.api import ApiServer
     from serving.champion_watch import ChampionWatch
     from serving.metrics import WorkerMetrics
 
@@ -244,23 +244,8 @@ async def serving_runtime(
     tracking_uri = configure_mlflow(settings)
     metrics = WorkerMetrics()
     readiness = Readiness()
-    secrets = settings.secrets
     connected: dict[str, Any] = {}  # what the dashboard's API reads once the worker has it: exchange, store
-    api = ApiServer(
-        build_app(
-            sessions=readers,
-            metrics=metrics,
-            status=readiness.status,
-            token=secrets.api_token.get_secret_value() if secrets.api_token else None,
-            viewer_token=secrets.viewer_token.get_secret_value() if secrets.viewer_token else None,
-            control_sessions=sessions,
-            v1=lambda writers: dashboard_api(
-                settings, markets, readers=readers, writers=writers, readiness=readiness, connected=connected
-            ),
-            dashboard_dir=dashboard_dir(settings),
-            cors_origins=settings.serving.cors_origins,
-        )
-    )
+    api = ApiServer(api_app(settings, markets, sessions, readers, readiness, connected, metrics))
     api_url = await api.start(settings.serving.api_host, settings.serving.api_port)
     try:
         checks = {
@@ -334,7 +319,7 @@ async def serve_dashboard(settings: Settings, stop: asyncio.Event | None = None)
     """The dashboard and its API over the serving database, without trading (`cta dashboard`): what a paper session
     left, or what a worker elsewhere writes into the same database. The kill switch and the parameters it changes
     are the ones a worker reads; the chart's candles come from the exchange when it answers."""
-    from serving.api import ApiServer, build_app
+    from serving.api import ApiServer
     from serving.metrics import WorkerMetrics
 
     secrets = settings.secrets
@@ -354,9 +339,35 @@ async def serve_dashboard(settings: Settings, stop: asyncio.Event | None = None)
     configure_mlflow(settings)
     readiness = Readiness(waiting=["no worker in this process (`cta dashboard`): the database as the worker left it"])
     connected: dict[str, Any] = {}
-    app = build_app(
+    api = ApiServer(api_app(settings, markets, sessions, readers, readiness, connected, WorkerMetrics()))
+    url = await api.start(settings.serving.api_host, settings.serving.api_port)
+    log.warning("dashboard at %s/ (log in with the token); Ctrl-C stops", url)
+    try:
+        async with make_exchange(settings) as exchange:
+            connected["exchange"] = exchange
+            await stop.wait()
+    finally:
+        await api.stop()
+        engine.dispose()
+
+
+def api_app(  # noqa: PLR0917 (the one assembly of the API, for `cta serve` and `cta dashboard`)
+    settings: Settings,
+    markets: list[Market],
+    sessions: sessionmaker[Session],
+    readers: sessionmaker[Session],
+    readiness: Readiness,
+    connected: dict[str, Any],
+    metrics: Any,
+) -> Any:
+    """The worker's API with API v1 and the dashboard: tokens from the secrets, reads on `readers`, changes on
+    `sessions`; `connected` gets the exchange and the store once they exist."""
+    from serving.api import build_app
+
+    secrets = settings.secrets
+    return build_app(
         sessions=readers,
-        metrics=WorkerMetrics(),
+        metrics=metrics,
         status=readiness.status,
         token=secrets.api_token.get_secret_value() if secrets.api_token else None,
         viewer_token=secrets.viewer_token.get_secret_value() if secrets.viewer_token else None,
@@ -367,16 +378,6 @@ async def serve_dashboard(settings: Settings, stop: asyncio.Event | None = None)
         dashboard_dir=dashboard_dir(settings),
         cors_origins=settings.serving.cors_origins,
     )
-    api = ApiServer(app)
-    url = await api.start(settings.serving.api_host, settings.serving.api_port)
-    log.warning("dashboard at %s/ (log in with the token); Ctrl-C stops", url)
-    try:
-        async with make_exchange(settings) as exchange:
-            connected["exchange"] = exchange
-            await stop.wait()
-    finally:
-        await api.stop()
-        engine.dispose()
 
 
 def dashboard_dir(settings: Settings) -> Path | None:
