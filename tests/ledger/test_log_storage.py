@@ -133,7 +133,7 @@ def test_0003_backfills_the_tree_of_an_existing_ledger(database: Database) -> No
 
     upgrade(engine)
 
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
     sessions = session_factory(engine)
     with sessions() as session:
         expected = merkle.root(leaf_hashes(session))

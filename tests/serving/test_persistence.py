@@ -60,7 +60,7 @@ def test_upgrade_is_idempotent_and_keeps_data(engine: Engine, sessions: sessionm
         session.commit()
     upgrade(engine)
     upgrade(engine)
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(Order)) == 1
 
@@ -69,7 +69,7 @@ def test_fresh_database_has_no_revision_until_upgraded(database: Database) -> No
     engine = database.new_engine()
     assert current_revision(engine) is None
     upgrade(engine)
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys_and_a_busy_timeout(tmp_path: Path) -> None:
