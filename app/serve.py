@@ -439,7 +439,7 @@ def dashboard_api(
         write_sessions=writers,
         status=readiness.status,
         candles=candles,
-        registry=RegistrySource(MlflowClient(), names, {str(m): m for m in markets}, readers, roll_back),
+        registry=RegistrySource(MlflowClient, names, {str(m): m for m in markets}, readers, roll_back),
         quality=QualitySource(settings, markets, make_lake(settings), online_newest, now_ms),
         now_ms=now_ms,
     )

@@ -77,18 +77,25 @@ class RegistrySource:
 
     def __init__(
         self,
-        client: Any,  # mlflow.MlflowClient
+        client: Callable[[], Any],  # makes the mlflow.MlflowClient, on first use (not while the server starts)
         names: dict[str, str],  # market -> registered model name
         markets: dict[str, Market],
         sessions: sessionmaker[Session],
         rollback: Callable[[str], str] | None = None,  # market -> what the move did (raises on refusal)
     ) -> None:
-        self.client = client
+        self._make_client = client
+        self._client: Any = None
         self.names = names
         self.markets = markets
         self.sessions = sessions
         self._rollback = rollback
         self._cache = _Cached()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
 
     def models(self) -> s.ModelsOut:
         return self._cache.get(lambda: s.ModelsOut(markets=[self._market(key) for key in self.names]))
