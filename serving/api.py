@@ -19,7 +19,7 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from cta.logs import printable
 from serving import control
 from serving.api_v1.server import MAX_BODY_KEY, ROLE_KEY, ApiV1, add_routes, route_access
+from serving.api_v1.views import control_out
+from serving.api_v1.views import iso as iso_utc
+from serving.api_v1.views import iso_ms as iso_from_ms
 from serving.control import TradingState
 from serving.db import session_factory
 from serving.metrics import METRICS_CONTENT_TYPE, WorkerMetrics
@@ -68,16 +71,6 @@ PAGE_HEADERS = {
 }
 # The access log line: no headers, so never the Authorization header.
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
-
-
-def iso_utc(value: datetime | None) -> str | None:
-    """`value` as ISO-8601 in UTC (None stays None)."""
-    return None if value is None else value.astimezone(UTC).isoformat()
-
-
-def iso_from_ms(ms: int) -> str:
-    """Epoch milliseconds as ISO-8601 UTC."""
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
 def _float(value: float | None) -> float | None:
@@ -149,13 +142,7 @@ def equity_json(row: EquitySnapshot) -> dict[str, Any]:
 
 
 def control_json(snapshot: control.ControlSnapshot) -> dict[str, Any]:
-    return {
-        "state": snapshot.state.value,
-        "reason": snapshot.reason,
-        "cancel_open": snapshot.cancel_open,
-        "updated_at": iso_utc(snapshot.updated_at),
-        "updated_by": snapshot.updated_by,
-    }
+    return control_out(snapshot).model_dump()
 
 
 def writing_sessions(sessions: sessionmaker[Session]) -> sessionmaker[Session]:

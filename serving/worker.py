@@ -76,7 +76,7 @@ class Worker:
     ) -> None:
         self.settings = settings  # the configuration with the live parameter changes applied (`refresh_parameters`)
         self.configured = settings  # the configuration as loaded
-        self.parameters_version = 0
+        self.parameters_version: int | None = None  # the version in force (None: not read yet)
         self.disabled: frozenset[str] = frozenset()  # markets an operator disabled: decisions, no orders
         # the candles the pipeline stored: the history the warm-up and the smoke rows fall back on when the exchange
         # cannot serve it (None: no fallback, e.g. a replay that must see only the candles it is given)
@@ -288,21 +288,20 @@ class Worker:
 
     def refresh_parameters(self) -> None:
         """Trade with the parameters changed live (`serving.parameters`) from the next decision: read between
-        candles, applied when their version moved."""
+        candles, applied when their version moved (and once at start)."""
         current = parameters.load(self.sessions, self.configured)
-        if current.version == self.parameters_version and self.parameters_version:
+        if current.version == self.parameters_version:
             return
         self.settings = parameters.apply(self.configured, current)
         self.disabled = frozenset(current.disabled_markets)
-        if current.version != self.parameters_version:
-            log.warning(
-                "trading parameters version %d in force (limits %s; risk %s; disabled markets: %s)",
-                current.version,
-                current.values.limits.model_dump(),
-                current.values.risk.model_dump(),
-                ", ".join(current.disabled_markets) or "none",
-            )
         self.parameters_version = current.version
+        log.warning(
+            "trading parameters version %d in force (limits %s; risk %s; disabled markets: %s)",
+            current.version,
+            current.values.limits.model_dump(),
+            current.values.risk.model_dump(),
+            ", ".join(current.disabled_markets) or "none",
+        )
 
     async def obey_kill_switch(self) -> None:
         """Cancel open orders once when the kill switch asks for it (HALTED with cancel_open)."""

@@ -17,7 +17,6 @@ import numpy as np
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from cta.config import Settings
 from cta.lake import Market
 from cta.metrics import bar_returns, max_drawdown
 from cta.timeframes import timeframe_ms
@@ -471,7 +470,3 @@ def candles_out(rows: Sequence[Sequence[Any]]) -> list[s.CandleOut]:
             volume=float(r[5]),
         )
     return [out[k] for k in sorted(out)]
-
-
-def settings_venue(settings: Settings) -> str:
-    return settings.exchange.id
