@@ -28,6 +28,7 @@ HOST_VARS = {
     "MLFLOW_PORT": "15000",
     "PREFECT_PORT": "14200",
     "TRADER_PORT": "18780",
+    "DASHBOARD_PORT": "18790",
     "EXCHANGE_PORT": "18765",
     "WORKER_HEALTH_PORT": "18080",
     "S3_PORT": "15555",
@@ -77,9 +78,16 @@ def test_compose_yaml_validates_with_and_without_the_env_file(compose_bin: str) 
         "prefect-worker",
         "exchange",
         "trader",
+        "dashboard",
     }
     full = compose_config(compose_bin, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE))
     assert full["services"]["trader"]["environment"]["CTA_API_TOKEN"] == "change-me"
+    # the dashboard's container has the same tokens as the trader, and its own port
+    dashboard = full["services"]["dashboard"]
+    assert dashboard["command"] == ["cta", "dashboard"]
+    for key in ("CTA_API_TOKEN", "CTA_VIEWER_TOKEN", "CTA_SERVING__DATABASE_URL", "CTA_DB_PASSWORD"):
+        assert dashboard["environment"].get(key) == full["services"]["trader"]["environment"].get(key), key
+    assert dashboard["environment"]["CTA_SERVING__API_PORT"] == "8790"
 
 
 def test_the_host_override_validates_and_puts_every_service_on_the_host_network(compose_bin: str) -> None:
@@ -94,6 +102,7 @@ def test_the_host_override_validates_and_puts_every_service_on_the_host_network(
         assert services[name]["healthcheck"]["test"][-1] == f"tcp://127.0.0.1:{port}"
     assert "127.0.0.1" in services["mlflow"]["command"]
     assert services["trader"]["environment"]["CTA_SERVING__API_PORT"] == HOST_VARS["TRADER_PORT"]
+    assert services["dashboard"]["environment"]["CTA_SERVING__API_PORT"] == HOST_VARS["DASHBOARD_PORT"]
     assert services["trader"]["environment"]["CTA_FEATURES__REDIS_URL"] == "127.0.0.1:6379,db=14"
 
 
@@ -124,6 +133,7 @@ def test_services_start_in_order_of_health(spec: dict[str, Any]) -> None:
             expected = "service_completed_successfully" if dependency in ONE_SHOTS else "service_healthy"
             assert rule == {"condition": expected}, (name, dependency, rule)
     assert set(services["trader"]["depends_on"]) == {"postgres", "redis", "mlflow", "exchange"}
+    assert set(services["dashboard"]["depends_on"]) == {"trader", "mlflow"}  # the trader migrates the database
     assert set(services["prefect-worker"]["depends_on"]) >= {"deploy", "mlflow"}
 
 

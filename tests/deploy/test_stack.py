@@ -51,7 +51,17 @@ SYMBOL, TIMEFRAME = "BTC/USDT", "1h"
 MARKET = f"binance:{SYMBOL}:{TIMEFRAME}"
 MODEL_NAME = "cta.binance.BTC_USDT.1h"
 LEARN_DEPLOYMENT = "learn-binance-BTC_USDT-1h"
-LONG_RUNNING = ("postgres", "redis", "minio", "mlflow", "prefect-server", "prefect-worker", "exchange", "trader")
+LONG_RUNNING = (
+    "postgres",
+    "redis",
+    "minio",
+    "mlflow",
+    "prefect-server",
+    "prefect-worker",
+    "exchange",
+    "trader",
+    "dashboard",
+)
 REDIS_DB = 14
 # The data the champion learns from: fixed (not "up to the replay clock's now"), so the model is the same on every run.
 # With it, zero costs (below) and seed 7, logistic's validation policy trades (threshold 0: long when the score is
@@ -262,6 +272,10 @@ class Stack:
     def trader(self) -> str:
         return f"http://127.0.0.1:{self.ports['TRADER_PORT']}"
 
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.ports['DASHBOARD_PORT']}"
+
 
 @pytest.fixture(scope="module")
 def stack(
@@ -274,7 +288,14 @@ def stack(
 ) -> Iterator[Stack]:
     ports = {
         name: free_port()
-        for name in ("MLFLOW_PORT", "PREFECT_PORT", "TRADER_PORT", "EXCHANGE_PORT", "WORKER_HEALTH_PORT")
+        for name in (
+            "MLFLOW_PORT",
+            "PREFECT_PORT",
+            "TRADER_PORT",
+            "DASHBOARD_PORT",
+            "EXCHANGE_PORT",
+            "WORKER_HEALTH_PORT",
+        )
     }
     token = secrets.token_urlsafe(24)
     env = {
@@ -517,9 +538,13 @@ def check_the_stack(stack: Stack) -> None:
     metrics = urllib.request.Request(f"{stack.trader}/metrics", headers={"Authorization": f"Bearer {stack.token}"})
     with urllib.request.urlopen(metrics, timeout=10) as response:
         assert b"cta_" in response.read()
-    # the dashboard is in the trader's image, served from the API's origin, and API v1 answers behind it
-    with urllib.request.urlopen(f"{stack.trader}/", timeout=10) as response:
-        assert b'<div id="root">' in response.read()
-    overview = http_json(f"{stack.trader}/api/v1/overview", token=stack.token)
-    assert overview["markets"][0]["orders"] >= 1, overview
+    # the dashboard is in the trader's image, served from the API's origin, and API v1 answers behind it; the
+    # dashboard's own container serves the same over the trader's database (the orders the trader wrote)
+    for origin in (stack.trader, stack.dashboard):
+        with urllib.request.urlopen(f"{origin}/", timeout=10) as response:
+            assert b'<div id="root">' in response.read()
+        overview = http_json(f"{origin}/api/v1/overview", token=stack.token)
+        assert overview["markets"][0]["orders"] >= 1, (origin, overview)
+    page = http_json(f"{stack.dashboard}/api/v1/orders?limit=50", token=stack.token)
+    assert {o["client_order_id"] for o in page["items"]} & {o["client_order_id"] for o in orders}, page
     TIMINGS["trader_orders_filled"] = len(orders)

@@ -273,6 +273,40 @@ def test_trader_is_one_replica_recreated(rendered: dict[str, Rendered], overlay:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_dashboard_is_its_own_service(rendered: dict[str, Rendered], overlay: str) -> None:
+    """`cta dashboard` on its port, two replicas with a PDB (it holds no state), the trader's tokens and
+    ServiceAccount, reachable only from pods labelled as its clients, and able to reach what its pages read."""
+    r = rendered[overlay]
+    deployment = r.get("Deployment", "dashboard")
+    assert deployment["spec"]["replicas"] >= 2
+    pdb = r.get("PodDisruptionBudget", "dashboard")["spec"]
+    assert pdb["minAvailable"] == 1 and pdb["selector"]["matchLabels"] == {"app.kubernetes.io/name": "dashboard"}
+    container = only_container(r, "Deployment", "dashboard")
+    assert container["command"] == ["cta", "dashboard"]
+    assert container["ports"] == [{"name": "http", "containerPort": 8790}]
+    assert {e["name"]: e.get("value") for e in container["env"]}["CTA_SERVING__API_PORT"] == "8790"
+    spec = deployment["spec"]["template"]["spec"]
+    trader = r.get("Deployment", "trader")["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == trader["serviceAccountName"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    trader_refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in containers(trader)[0]["env"] if "valueFrom" in e}
+    for key in ("CTA_API_TOKEN", "CTA_VIEWER_TOKEN", "CTA_DB_PASSWORD"):
+        assert refs[key] == trader_refs[key], key
+    assert r.get("Service", "dashboard")["spec"]["ports"][0]["port"] == 8790
+    policy = r.get("NetworkPolicy", "dashboard")["spec"]
+    assert [rule["ports"] for rule in policy["ingress"]] == [[{"protocol": "TCP", "port": 8790}]]
+    assert policy["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == {"cta.io/dashboard-client": "true"}
+    mlflow_from = [
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+        for rule in r.get("NetworkPolicy", "mlflow")["spec"]["ingress"]
+        for peer in rule["from"]
+    ]
+    assert "dashboard" in mlflow_from
+    if overlay == "azure":
+        assert deployment["spec"]["template"]["metadata"]["labels"][AZURE_POD_LABEL] == "true"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_pods_are_hardened(rendered: dict[str, Rendered], overlay: str) -> None:
     """Non-root as the image's user, no privilege escalation, no capabilities, seccomp, read-only root, limits,
     no API token unless the pod uses the API; probes on every long-running server."""
@@ -299,7 +333,7 @@ def test_pods_are_hardened(rendered: dict[str, Rendered], overlay: str) -> None:
             if kinds.get(workload) == "Deployment":
                 for probe in ("livenessProbe", "readinessProbe"):
                     assert probe in c, f"{where}: no {probe}"
-    assert {"mlflow", "prefect-server", "prefect-worker", "trader", "flows-deploy", "flow-run"} <= seen
+    assert {"mlflow", "prefect-server", "prefect-worker", "trader", "dashboard", "flows-deploy", "flow-run"} <= seen
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -416,6 +450,8 @@ def test_env_keys_match_compose(rendered: dict[str, Rendered], compose: dict[str
     assert "PGPASSWORD" in env_keys(r, mlflow)
     server = env_keys(r, only_container(r, "Deployment", "prefect-server"))
     assert server == set(compose_env(compose, "prefect-server"))
+    dashboard = env_keys(r, only_container(r, "Deployment", "dashboard"))
+    assert dashboard == set(compose_env(compose, "dashboard"))
 
 
 def test_dev_matches_compose_values(rendered: dict[str, Rendered], compose: dict[str, Any]) -> None:
