@@ -54,6 +54,12 @@ def machine() -> dict[str, Any]:
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
 
 
+def load() -> str:
+    """The machine's load averages (1, 5, 15 min): a run on a busy machine is not a run on a quiet one."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
 def print_table(name: str, rows: list[dict[str, Any]]) -> None:
     columns: list[str] = []
     for row in rows:
@@ -88,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s) {unknown}; known: {sorted(benchmarks)}")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     for name in args.names or list(benchmarks):
-        started = time.time()
+        started, load_before = time.time(), load()
         rows = benchmarks[name](args)
         print_table(name, rows)
+        print(f"load average (1/5/15 min) before: {load_before}; after: {load()}; {os.cpu_count()} cpus")
         out = RESULTS_DIR / f"{name}.json"
         out.write_text(
             json.dumps(
@@ -99,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                     "started_unix": started,
                     "quick": args.quick,
                     "machine": machine(),
+                    "load_before": load_before,
+                    "load_after": load(),
                     "results": rows,
                 },
                 indent=1,
