@@ -14,7 +14,8 @@
    alternates long/flat so that every bar sends an order, the real `serving_runtime` (DB, Feast, registry,
    broker, API) trades against a LocalExchangeServer run in its own process (so its HTTP handling does not
    share the worker's GIL), once with the paper broker and once with ccxt orders over HTTP. The first
-   decisions are dropped as warm-up. Target: p99 <= 20 ms.
+   decisions are dropped as warm-up. Target: p99 <= 5 ms over at least 1,000 decisions per case, each case
+   served 3 times (p50/p90/p99/max: the median of the runs; the p99 of each run beside it: the spread).
 2. RSS over a long accelerated replay: >= 50,000 one-minute bars fed through one Worker (paper broker, a
    flip champion changing position every 30 bars, SQLite DB, Feast SQLite online store) by calling
    `on_candle` in a loop, RSS sampled every 1,000 bars. Target: < 10 % growth after the warm-up.
@@ -49,10 +50,12 @@ if TYPE_CHECKING:
 FAMILIES = ("logistic", "gbm", "keras", "ppo")
 MODELS = (*FAMILIES, "flip")  # "flip": alternates long/flat, so every bar exercises the order path
 BROKERS = ("paper", "ccxt")
-TARGET_P99_MS = 20.0
+TARGET_P99_MS = 5.0  # the hot path's target (was 20 ms)
 TARGET_RSS_GROWTH = 0.10
 WARMUP_DECISIONS = 5
 SPEED = 36_000.0  # market seconds per wall second: a 1h candle closes every 0.1 s
+FAST_SPEED = 90_000.0  # the full run's 1,000+ candles per case: a 1h candle closes every 40 ms
+RUNS = 3  # serving runs per (model, broker) in the full run: the spread
 EXCHANGE_START = "2022-06-01T00:00:00Z"  # inside the bundled 1h candles, with history before it
 EXCHANGE_KEY, EXCHANGE_SECRET = "bench-key", "bench-secret"
 TRAIN_ROWS = 3000  # real 1h candles per training set (small budgets: this measures serving, not training)
@@ -69,22 +72,44 @@ CHILD = (sys.executable, "-m", "benchmarks.bench_serving", "--child")
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Latency rows per (model, broker), profile rows if a family misses the p99 target, then the RSS row."""
     quick = bool(getattr(args, "quick", False))
-    bars = 60 if quick else 300
+    replay = 5_000 if quick else 50_000
+    return [*run_latency(args), *_child_rows(["rss", "--bars", str(replay)], "rss replay", timeout_s=4 * 3600)]
+
+
+def run_latency(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The decision latency alone (`python -m benchmarks.run decide`): rows per (model, broker), profile rows if a
+    family misses the p99 target."""
+    quick = bool(getattr(args, "quick", False))
+    bars = 60 if quick else 1_000 + WARMUP_DECISIONS
+    runs, speed = (1, SPEED) if quick else (RUNS, FAST_SPEED)
     rows: list[dict[str, Any]] = []
     for model in MODELS:
-        rows += _child_rows(["latency", "--model", model, "--bars", str(bars)], f"decide {model}", timeout_s=900)
+        rows += _child_rows(
+            ["latency", "--model", model, "--bars", str(bars), "--runs", str(runs), "--speed", str(speed)],
+            f"decide {model}",
+            timeout_s=2400,
+        )
     paper = {str(r["case"]).split()[1]: r for r in rows if str(r["case"]).endswith(" paper") and "p99_ms" in r}
     missed = [m for m in FAMILIES if m in paper and float(paper[m]["p99_ms"]) > TARGET_P99_MS]
     if missed:  # where the time goes: the slowest family, and the flip model for the order path (paper broker)
         worst = max(missed, key=lambda m: float(paper[m]["p99_ms"]))
         for model in dict.fromkeys((worst, "flip")):
             rows += _child_rows(
-                ["latency", "--model", model, "--brokers", "paper", "--bars", str(bars), "--profile"],
+                [
+                    "latency",
+                    "--model",
+                    model,
+                    "--brokers",
+                    "paper",
+                    "--bars",
+                    str(bars),
+                    "--speed",
+                    str(speed),
+                    "--profile",
+                ],
                 f"profile {model} paper",
                 timeout_s=900,
             )
-    replay = 5_000 if quick else 50_000
-    rows += _child_rows(["rss", "--bars", str(replay)], "rss replay", timeout_s=4 * 3600)
     return rows
 
 
@@ -321,9 +346,32 @@ def latency_row(
     return {"case": f"decide {model} {broker}"} | latency_columns(decisions) | {"detail": "; ".join(notes)}
 
 
-def latency_child(model: str, bars: int, brokers: list[str], profile: bool) -> None:
-    """Train and promote `model` once, then serve `bars` candles per broker, each against a fresh exchange.
-    With `profile`: per broker, one run with wall-clock timers on the parts of a decision, one under cProfile."""
+def combined_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row for several runs of a case: p50/p90/p99/max the median of the runs', each run's p99 listed (the
+    spread), the decisions summed, the target judged on the worst run's p99."""
+    import statistics
+
+    if len(rows) == 1:
+        return rows[0]
+    out = dict(rows[0])
+    for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms"):
+        out[key] = statistics.median(float(r[key]) for r in rows)
+    p99s = [float(r["p99_ms"]) for r in rows]
+    out["decisions"] = sum(int(r["decisions"]) for r in rows)
+    out["orders"] = sum(int(r["orders"]) for r in rows)
+    out["runs"] = len(rows)
+    out["p99_runs_ms"] = " / ".join(f"{v:.2f}" for v in p99s)
+    worst = max(p99s)
+    out["target"] = f"p99<={TARGET_P99_MS:.0f}ms {'met' if worst <= TARGET_P99_MS else 'missed'} (worst run)"
+    return out
+
+
+def latency_child(
+    model: str, bars: int, brokers: list[str], profile: bool, *, runs: int = 1, speed: float = SPEED
+) -> None:
+    """Train and promote `model` once, then serve `bars` candles per broker `runs` times, each against a fresh
+    exchange (one row per broker: the runs combined). With `profile`: per broker, one run with wall-clock timers
+    on the parts of a decision, one under cProfile."""
     from cta.lake import Market
 
     market = Market("binance", "BTC/USDT", "1h")
@@ -335,19 +383,22 @@ def latency_child(model: str, bars: int, brokers: list[str], profile: bool) -> N
         waits = _count_throttle_waits()
         for broker in brokers:
             if not profile:
-                waits.clear()
-                decisions, summary, wall_s = _serve_once(work / broker, broker, bars)
-                row = latency_row(model, broker, decisions, summary, waits)
-                row["detail"] += f"; train {train_s:.0f} s, serve {wall_s:.0f} s"
-                print(json.dumps(row), flush=True)
+                measured = []
+                for run in range(runs):
+                    waits.clear()
+                    decisions, summary, wall_s = _serve_once(work / f"{broker}-{run}", broker, bars, speed)
+                    row = latency_row(model, broker, decisions, summary, waits)
+                    row["detail"] += f"; train {train_s:.0f} s, serve {wall_s:.0f} s"
+                    measured.append(row)
+                print(json.dumps(combined_runs(measured)), flush=True)
                 continue
             timers = _install_timers()
-            decisions, _, _ = _serve_once(work / f"{broker}-timers", broker, bars)
+            decisions, _, _ = _serve_once(work / f"{broker}-timers", broker, bars, speed)
             parts = {k: v * 1000 / max(len(decisions), 1) for k, v in timers.items()}
             _uninstall_timers()
             profiling = _profile_on_candle()
             try:
-                _serve_once(work / f"{broker}-cprofile", broker, bars)
+                _serve_once(work / f"{broker}-cprofile", broker, bars, speed)
             finally:
                 profiling["restore"]()
             hot = hot_packages(profiling["profiler"])
@@ -356,8 +407,10 @@ def latency_child(model: str, bars: int, brokers: list[str], profile: bool) -> N
             print(json.dumps(row), flush=True)
 
 
-def _serve_once(run_dir: Path, broker: str, bars: int) -> tuple[list[DecisionRecord], dict[str, Any], float]:
-    with exchange_process() as url:
+def _serve_once(
+    run_dir: Path, broker: str, bars: int, speed: float = SPEED
+) -> tuple[list[DecisionRecord], dict[str, Any], float]:
+    with exchange_process(speed) as url:
         settings = bench_settings(run_dir.parent, run_dir, url=url, broker=broker, bars=bars)
         started = time.perf_counter()
         decisions, summary = asyncio.run(serve_bars(settings))
@@ -371,8 +424,7 @@ TIMED: tuple[tuple[str, str | None, str, str], ...] = (
     ("serving.worker", "Worker", "on_candle", "on_candle"),
     ("serving.paper", "PaperBroker", "fill_pending", "paper fill_pending (before the latency starts)"),
     ("serving.worker", None, "compute_newest", "compute_newest"),
-    ("features.feast_store", "FeatureStoreAdapter", "write_online", "feast write"),
-    ("features.feast_store", "FeatureStoreAdapter", "read_online", "feast read"),
+    ("features.feast_store", "FeatureStoreAdapter", "write_online", "feast write (after the order is sent)"),
     ("serving.models_manager", "LoadedModel", "predict_next", "predict"),
     ("serving.worker", None, "record_decision", "decision row+ledger"),
     ("serving.worker", None, "place_order", "order path"),
@@ -447,8 +499,7 @@ def _uninstall_timers() -> None:
 def breakdown(parts: dict[str, float], decisions: list[DecisionRecord]) -> str:
     """'label ms' per timed part, the decision latency's mean first, then what no timer covers."""
     latency = 1000 * sum(d.latency_s for d in decisions) / max(len(decisions), 1)
-    top = ("compute_newest", "feast write", "feast read", "predict")
-    top += ("decision row+ledger", "order path")
+    top: tuple[str, ...] = ("compute_newest", "predict", "decision row+ledger", "order path")
     covered = sum(parts.get(k, 0.0) for k in top)
     order = list(dict.fromkeys(label for *_, label in TIMED))
     ordered = sorted((k for k in parts if k != "on_candle"), key=order.index)
@@ -652,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", choices=MODELS, default="logistic")
     parser.add_argument("--brokers", nargs="+", choices=BROKERS, default=list(BROKERS))
     parser.add_argument("--bars", type=int, default=300)
+    parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="cProfile on_candle (latency child)")
     parser.add_argument("--speed", type=float, default=SPEED)
     parser.add_argument("--start", default=EXCHANGE_START)
@@ -662,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child == "exchange":
         exchange_child(args.speed, args.start)
     elif args.child == "latency":
-        latency_child(args.model, args.bars, args.brokers, args.profile)
+        latency_child(args.model, args.bars, args.brokers, args.profile, runs=args.runs, speed=args.speed)
     else:
         rss_child(args.bars)
     return 0

@@ -43,6 +43,7 @@ def registry() -> dict[str, Benchmark]:
         "train": bench_train.run,
         "backtest": bench_backtest.run,
         "serving": bench_serving.run,
+        "decide": bench_serving.run_latency,
         "servers": bench_servers.run,
         "ledger": bench_ledger.run,
         "monitor": bench_monitor.run,

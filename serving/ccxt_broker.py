@@ -66,7 +66,7 @@ from serving.client_ids import check_prefix, client_order_id
 from serving.exchange_reports import is_definite_rejection, order_from_ccxt, split_symbol
 from serving.models import Order
 from serving.orders import UNRESOLVABLE, OrderStatus
-from serving.repository import get_order, record_intent
+from serving.repository import get_order, insert_intent, order_recorded, record_intent
 from serving.types import (
     CrashPoint,
     Holdings,
@@ -224,11 +224,24 @@ class CcxtBroker:
         market = str(request.market)
         cid = client_order_id(self.prefix, market, request.candle_ts, request.seq)
         now = self._clock.now_ms()
+        existing: Order | None = None
         with self._sessions.begin() as session:
-            existing = get_order(session, cid)
-            order = record_intent(session, **_intent_facts(request, cid))  # OrderConflict if the id means another order
-            if existing is None:
-                self._log_intent(session, order, request, now)
+            if order_recorded(session, cid):  # a retry of a stored intent (restart, reconciliation): as it was
+                existing = get_order(session, cid)
+                record_intent(session, **_intent_facts(request, cid))  # OrderConflict if the id means another order
+            else:  # the decision path: one plain INSERT of the intent and its ledger entry, committed before sending
+                insert_intent(
+                    session,
+                    client_order_id=cid,
+                    market=str(request.market),
+                    symbol=request.market.symbol,
+                    side=request.side,
+                    amount=request.amount,
+                    candle_ts=request.candle_ts,
+                    decision_id=request.decision_id,
+                    created_at=datetime.fromtimestamp(now / 1000, tz=UTC),  # the grace period counts from it
+                )
+                self._log_intent(session, request, cid, now)
         if existing is not None:
             log.info("order %s already recorded as %s: not sent again", cid, existing.status)
             if existing.status in UNRESOLVABLE:
@@ -259,15 +272,14 @@ class CcxtBroker:
         return await self._orders.record(request, cid, view)
 
     @staticmethod
-    def _log_intent(session: Session, order: Order, request: OrderRequest, now_ms: int) -> None:
-        """Stamp a new intent with the broker's clock (the grace period counts from it) and write its ledger entry."""
-        order.created_at = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    def _log_intent(session: Session, request: OrderRequest, cid: str, now_ms: int) -> None:
+        """A new intent's ledger entry."""
         ledger.append(
             session,
             "order",
             {
                 "event": "intent",
-                "client_order_id": order.client_order_id,
+                "client_order_id": cid,
                 "market": str(request.market),
                 "side": request.side,
                 "type": "market",

@@ -22,7 +22,7 @@ from cta.execution import Execution, liquidation_equity, order_units
 from serving import ledger
 from serving.control import ControlSnapshot, TradingState, read_trading_state, set_trading_state, trading_state
 from serving.market_state import MarketState
-from serving.models import Decision, EquitySnapshot
+from serving.models import Decision, EquitySnapshot, table_of, utc_now
 from serving.risk import RiskState, check_order, should_halt
 from serving.target import ORDER_UNDER_WAY, OrderResult
 from serving.types import Broker, OrderRequest
@@ -62,31 +62,34 @@ def record_decision(
     """Commit the decision and its ledger entry (before any order); returns its id and the kill switch,
     read in the same transaction."""
     payload = json.dumps(inputs or {}, sort_keys=True)
+    row = {
+        "market": str(state.market),
+        "candle_ts": ts,
+        "model_name": model.name if model else "",
+        "model_version": model.version if model else "",
+        "feature_hash": hashlib.sha256(payload.encode()).hexdigest()[:16],
+        "inputs": payload,
+        "prediction": prediction if prediction is None or np.isfinite(prediction) else None,
+        "target": target,
+        "delta": delta,
+        "reason": reason or (ORDER_UNDER_WAY if delta else "hold"),
+        "created_at": utc_now(),
+    }
     with sessions() as session:
-        decision = Decision(
-            market=str(state.market),
-            candle_ts=ts,
-            model_name=model.name if model else "",
-            model_version=model.version if model else "",
-            feature_hash=hashlib.sha256(payload.encode()).hexdigest()[:16],
-            inputs=payload,
-            prediction=prediction if prediction is None or np.isfinite(prediction) else None,
-            target=target,
-            delta=delta,
-            reason=reason or (ORDER_UNDER_WAY if delta else "hold"),
+        # a plain INSERT on the session's connection: no ORM object to build, flush and track on this path
+        decision_id = int(
+            session.connection().execute(_DECISIONS.insert().returning(_DECISIONS.c.id), row).scalar_one()
         )
-        session.add(decision)
-        session.flush()
         ledger.append(
             session,
             "decision",
             {
-                "decision_id": decision.id,
-                "market": decision.market,
+                "decision_id": decision_id,
+                "market": row["market"],
                 "candle_ts": ts,
-                "model": f"{decision.model_name}@{decision.model_version}",
-                "feature_hash": decision.feature_hash,
-                "prediction": decision.prediction,
+                "model": f"{row['model_name']}@{row['model_version']}",
+                "feature_hash": row["feature_hash"],
+                "prediction": row["prediction"],
                 "target": target,
                 "delta": delta,
             },
@@ -94,7 +97,10 @@ def record_decision(
         )
         control = read_trading_state(session)
         session.commit()
-        return int(decision.id), control
+        return decision_id, control
+
+
+_DECISIONS = table_of(Decision)
 
 
 async def place_order(

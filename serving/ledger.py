@@ -24,11 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from cta import merkle
-from serving.models import LedgerCheckpoint, LedgerEntry, LedgerNode
+from serving.models import LedgerCheckpoint, LedgerEntry, LedgerNode, table_of
 
 GENESIS_HASH = "0" * 64
 ADVISORY_LOCK_KEY = int.from_bytes(b"CTA_LEDG", "big")
@@ -63,14 +63,27 @@ def _lock_chain(session: Session) -> None:
 
 def head(session: Session) -> tuple[int, str] | None:
     """The newest entry's (seq, hash), None for an empty ledger: the anchor to keep outside the database."""
-    row = session.execute(select(LedgerEntry.seq, LedgerEntry.hash).order_by(LedgerEntry.seq.desc()).limit(1)).first()
-    return None if row is None else (row.seq, row.hash)
+    table = _ENTRIES
+    row = session.connection().execute(select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)).first()
+    return None if row is None else (int(row[0]), str(row[1]))
 
 
 class AfterAppend(Protocol):
     """What runs after each append in the same transaction (`serving.ledger_log.Checkpointer`)."""
 
     def after_append(self, session: Session, now_ms: int) -> object: ...
+
+
+@dataclass(frozen=True)
+class Appended:
+    """The entry an append wrote (its stored row's values)."""
+
+    seq: int
+    ts: int
+    kind: str
+    payload: str
+    prev_hash: str
+    hash: str
 
 
 def append(
@@ -80,45 +93,67 @@ def append(
     ts_ms: int,
     *,
     checkpointer: AfterAppend | None = None,
-) -> LedgerEntry:
-    """Append one entry (flushed, not committed: it commits with the caller's transaction, or not at all).
+) -> Appended:
+    """Append one entry (written, not committed: it commits with the caller's transaction, or not at all).
 
     `payload` must be JSON (dicts with string keys, lists, strings, finite numbers, booleans, None); it is stored
     in canonical form, so what is hashed is exactly what is stored. With a `checkpointer`, a checkpoint that has
     become due is signed in the same transaction.
+
+    On the decision path: plain INSERTs on the session's connection (no ORM objects to track), the head read
+    once and the new nodes' left siblings read in one statement.
     """
     stored = canonical_json(dict(payload))
     value = json.loads(stored)
     _lock_chain(session)
     last = head(session)
     seq, prev_hash = (1, GENESIS_HASH) if last is None else (last[0] + 1, last[1])
-    entry = LedgerEntry(
-        seq=seq,
-        ts=ts_ms,
-        kind=kind,
-        payload=stored,
-        prev_hash=prev_hash,
-        hash=entry_hash(prev_hash, seq, ts_ms, kind, value),
+    entry = Appended(seq, ts_ms, kind, stored, prev_hash, entry_hash(prev_hash, seq, ts_ms, kind, value))
+    connection = session.connection()
+    connection.execute(
+        _ENTRIES.insert(),
+        {
+            "seq": seq,
+            "ts": ts_ms,
+            "kind": kind,
+            "payload": stored,
+            "prev_hash": prev_hash,
+            "hash": entry.hash,
+        },
     )
-    session.add(entry)
-    _add_nodes(session, seq - 1, entry_leaf_hash(seq, ts_ms, kind, value))
-    session.flush()
+    _add_nodes(connection, seq - 1, entry_leaf_hash(seq, ts_ms, kind, value))
     if checkpointer is not None:
         checkpointer.after_append(session, ts_ms)
     return entry
 
 
-def _add_nodes(session: Session, index: int, leaf: bytes) -> None:
-    """Store leaf `index` and every inner node it completes (one per trailing 1 bit of `index`)."""
-    session.add(LedgerNode(level=0, idx=index, hash=leaf.hex()))
-    node, level, idx = leaf, 0, index
+_ENTRIES = table_of(LedgerEntry)
+_NODES = table_of(LedgerNode)
+
+
+def _add_nodes(connection: Any, index: int, leaf: bytes) -> None:
+    """Store leaf `index` and every inner node it completes (one per trailing 1 bit of `index`): their left
+    siblings are read in one statement, the nodes written in one."""
+    lefts: list[tuple[int, int]] = []
+    level, idx = 0, index
     while idx & 1:
-        left = session.scalar(select(LedgerNode.hash).where(LedgerNode.level == level, LedgerNode.idx == idx - 1))
-        if left is None:
-            raise LookupError(f"Merkle node ({level}, {idx - 1}) is missing: run the migrations (0003 backfills)")
-        node = merkle.node_hash(bytes.fromhex(left), node)
+        lefts.append((level, idx - 1))
         level, idx = level + 1, idx >> 1
-        session.add(LedgerNode(level=level, idx=idx, hash=node.hex()))
+    found: dict[tuple[int, int], str] = {}
+    if lefts:
+        rows = connection.execute(
+            select(_NODES.c.level, _NODES.c.idx, _NODES.c.hash).where(tuple_(_NODES.c.level, _NODES.c.idx).in_(lefts))
+        )
+        found = {(int(r[0]), int(r[1])): r[2] for r in rows}
+    nodes = [{"level": 0, "idx": index, "hash": leaf.hex()}]
+    node = leaf
+    for level, left_idx in lefts:
+        left = found.get((level, left_idx))
+        if left is None:
+            raise LookupError(f"Merkle node ({level}, {left_idx}) is missing: run the migrations (0003 backfills)")
+        node = merkle.node_hash(bytes.fromhex(left), node)
+        nodes.append({"level": level + 1, "idx": (left_idx + 1) >> 1, "hash": node.hex()})
+    connection.execute(_NODES.insert(), nodes)
 
 
 def tree_size(session: Session) -> int:

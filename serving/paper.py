@@ -25,7 +25,9 @@ from serving.orders import OrderStatus
 from serving.repository import (
     apply_exchange_update,
     get_position,
+    insert_intent,
     open_orders,
+    order_recorded,
     record_fill,
     record_intent,
     upsert_position,
@@ -76,22 +78,36 @@ class PaperBroker:
         there is no request in between to lose): it fills at the next candle's open."""
         cid = client_order_id(self.prefix, str(request.market), request.candle_ts, request.seq)
         self._idle.discard(str(request.market))
+        market, symbol = str(request.market), request.market.symbol
         with self.sessions() as session:
-            order = record_intent(
+            if order_recorded(session, cid):  # the same intent again (never on the decision path): as it was
+                order = record_intent(
+                    session,
+                    client_order_id=cid,
+                    market=market,
+                    symbol=symbol,
+                    side=request.side,
+                    order_type="market",
+                    amount=request.amount,
+                    candle_ts=request.candle_ts,
+                    decision_id=request.decision_id,
+                )
+                return OrderOutcome(cid, OrderStatus(order.status), exchange_order_id=order.exchange_order_id)
+            insert_intent(
                 session,
                 client_order_id=cid,
-                market=str(request.market),
-                symbol=request.market.symbol,
+                market=market,
+                symbol=symbol,
                 side=request.side,
-                order_type="market",
                 amount=request.amount,
                 candle_ts=request.candle_ts,
                 decision_id=request.decision_id,
+                status=OrderStatus.ACKNOWLEDGED,
+                exchange_order_id=f"paper-{cid}",
             )
-            ledger.append(session, "order", _order_payload(order, request.target), self.now_ms())
-            apply_exchange_update(session, order, status=OrderStatus.ACKNOWLEDGED, exchange_order_id=f"paper-{cid}")
+            ledger.append(session, "order", _order_payload(cid, request), self.now_ms())
             session.commit()
-            return OrderOutcome(cid, OrderStatus.ACKNOWLEDGED, exchange_order_id=order.exchange_order_id)
+            return OrderOutcome(cid, OrderStatus.ACKNOWLEDGED, exchange_order_id=f"paper-{cid}")
 
     def on_candle_open(self, market: Market, candle_ts: int, open_price: float) -> None:
         """The paper venue's fill: the orders waiting for this candle fill at its open (`fill_pending`)."""
@@ -223,13 +239,13 @@ def _target_of(session: Session, order: Order) -> float:
     return 0.0 if decision is None else decision.target
 
 
-def _order_payload(order: Order, target: float) -> dict[str, object]:
+def _order_payload(cid: str, request: OrderRequest) -> dict[str, object]:
     return {
-        "client_order_id": order.client_order_id,
-        "market": order.market,
-        "side": order.side,
-        "amount": order.amount,
-        "target": target,
-        "candle_ts": order.candle_ts,
+        "client_order_id": cid,
+        "market": str(request.market),
+        "side": request.side,
+        "amount": request.amount,
+        "target": request.target,
+        "candle_ts": request.candle_ts,
         "broker": "paper",
     }

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from cta.errors import CTAError
 from serving.db import upsert
-from serving.models import Fill, Order, Position, utc_now
+from serving.models import Fill, Order, Position, table_of, utc_now
 from serving.orders import OrderStatus, is_live, transition
 
 
@@ -68,6 +68,58 @@ def record_intent(
     session.add(order)
     session.flush()
     return order
+
+
+def order_recorded(session: Session, client_order_id: str) -> bool:
+    """Whether an order with this client order id is recorded (one indexed read, no ORM object)."""
+    table = table_of(Order)
+    found = session.connection().execute(select(table.c.id).where(table.c.client_order_id == client_order_id))
+    return found.first() is not None
+
+
+def insert_intent(
+    session: Session,
+    *,
+    client_order_id: str,
+    market: str,
+    symbol: str,
+    side: str,
+    amount: float,
+    candle_ts: int,
+    decision_id: int | None = None,
+    status: OrderStatus = OrderStatus.PENDING_SUBMIT,
+    exchange_order_id: str | None = None,
+    created_at: datetime | None = None,
+) -> int:
+    """Insert a NEW market order's row (written, not committed) with one plain INSERT: the decision path's form of
+    `record_intent`, for a client order id the caller has just found unused (`order_recorded`); its id.
+
+    `status` is PENDING_SUBMIT for an order still to be sent (the write-ahead intent); the paper venue, which is
+    this database, records its intent already ACKNOWLEDGED (intent and acknowledgement in one transaction, as
+    before). The unique client order id still refuses a second row for the same id."""
+    now = utc_now()
+    table = table_of(Order)
+    inserted = session.connection().execute(
+        table.insert().returning(table.c.id),
+        {
+            "client_order_id": client_order_id,
+            "market": market,
+            "symbol": symbol,
+            "side": side,
+            "type": "market",
+            "amount": amount,
+            "limit_price": None,
+            "status": status.value,
+            "exchange_order_id": exchange_order_id,
+            "filled": 0.0,
+            "fee_cost": 0.0,
+            "decision_id": decision_id,
+            "candle_ts": candle_ts,
+            "created_at": created_at or now,  # the broker's clock when given (a grace period counts from it)
+            "updated_at": now,  # wall clock, as every update stamps it
+        },
+    )
+    return int(inserted.scalar_one())
 
 
 def apply_exchange_update(

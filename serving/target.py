@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from serving.market_state import MarketState
-from serving.models import Decision, Order
+from serving.models import Decision, Order, table_of
 from serving.orders import UNRESOLVABLE, OrderStatus, never_executed
 from serving.repository import get_order
 
@@ -93,8 +93,9 @@ def settle_in_flight(sessions: sessionmaker[Session], state: MarketState) -> Non
 
 def update_reason(sessions: sessionmaker[Session], decision_id: int, reason: str, target: float) -> None:
     """Write a decision's final reason and target (once its order's fate is known)."""
-    with sessions() as session:
-        decision = session.get(Decision, decision_id)
-        if decision is not None:
-            decision.reason, decision.target = reason, target
-            session.commit()
+    table = table_of(Decision)
+    with sessions() as session:  # one UPDATE, no ORM load: it runs between two decisions
+        session.connection().execute(
+            update(table).where(table.c.id == decision_id).values(reason=reason, target=target)
+        )
+        session.commit()

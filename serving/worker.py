@@ -341,6 +341,8 @@ class Worker:
         record = await self._decide(
             state, ts=ts, close=close, inputs=inputs, now=now, seen=seen, venue_s=seen - started
         )
+        if inputs is not None:
+            self._publish_features(state, ts, inputs)
         await snapshot_equity(
             self.broker, self.sessions, self.settings, state, ts=ts, close=close, metrics=self.metrics
         )
@@ -348,20 +350,26 @@ class Worker:
         return record
 
     def _features(self, state: MarketState, ts: int) -> dict[str, float] | None:
-        """Compute the newest feature row (the numpy newest-row form of the one feature function, held
-        equal to it by tests), push it to the online store and read it back through Feast (the serving
-        path of the feature store). None while the history is too short."""
+        """The newest feature row (the numpy newest-row form of the one feature function, held equal to it by
+        tests), which the decision uses as computed; None while the history is too short."""
         if len(state.candles) < self.history:
             return None
-        computed = compute_newest(list(state.candles)[-self.history :], self.names)
-        close_time = pd.Timestamp(ts + state.bar_ms, unit="ms", tz="UTC")
-        self.store.write_online(str(state.market), close_time.to_pydatetime(), computed)
-        stamp, online = self.store.read_online(str(state.market))
-        if stamp is None or stamp < close_time:
-            raise CTAError(f"{state.market}: online features are stale ({stamp} < {close_time})")
-        values = {name: online[name] for name in computed}
+        values = compute_newest(list(state.candles)[-self.history :], self.names)
         state.features.append(np.fromiter((values[name] for name in self.columns), "float64", len(self.columns)))
         return values
+
+    def _publish_features(self, state: MarketState, ts: int, values: dict[str, float]) -> None:
+        """Write the row the decision used to Feast's online store, after the order is sent (off the decision's
+        path: a store round trip, Redis in production, no longer delays the order). A failed write is logged and
+        counted, never a lost decision: the store is the features' serving copy for everyone else (the
+        dashboard's freshness, other readers), refreshed again at the next candle."""
+        close_time = pd.Timestamp(ts + state.bar_ms, unit="ms", tz="UTC")
+        try:
+            self.store.write_online(str(state.market), close_time.to_pydatetime(), values)
+        except Exception as e:  # noqa: BLE001 (the decision is made and recorded: report, go on)
+            log.warning("%s: online feature store write failed: %s: %s", state.market, type(e).__name__, e)
+            if self.metrics:
+                self.metrics.error("online_store_write")
 
     async def _decide(
         self,
