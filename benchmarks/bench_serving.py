@@ -113,10 +113,10 @@ def run_latency(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def _child_rows(argv: list[str], case: str, timeout_s: float) -> list[dict[str, Any]]:
+def _child_rows(argv: list[str], case: str, timeout_s: float, child: tuple[str, ...] = CHILD) -> list[dict[str, Any]]:
     """Run one measurement in a fresh interpreter; its JSON lines on stdout are the rows."""
     result = subprocess.run(
-        [*CHILD, *argv],
+        [*child, *argv],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -138,6 +138,7 @@ def bench_settings(
     broker: str = "paper",
     bars: int = 0,
     timeframe: str = "1h",
+    symbols: tuple[str, ...] = ("BTC/USDT",),
 ) -> Settings:
     """Settings for one run: the shared temp registry, a fresh DB and Feast store per run, small training
     budgets, no risk limit the benchmark is not about (stale candles, daily loss, drawdown)."""
@@ -146,7 +147,7 @@ def bench_settings(
     overrides: dict[str, Any] = {
         "paths": {"data_dir": str(run_dir / "data"), "logs_dir": str(run_dir / "logs")},
         "exchange": {"api_url": url, "market_time": "replay"},
-        "markets": {"symbols": ["BTC/USDT"], "timeframes": [timeframe]},
+        "markets": {"symbols": list(symbols), "timeframes": [timeframe]},
         "features": {"feast_dir": str(run_dir / "feast"), "table_dir": str(run_dir / "features")},
         "training": {
             "tracking_uri": f"sqlite:///{registry / 'mlflow.db'}",
@@ -222,11 +223,12 @@ def log_flip_model(name: str, every: int = 1) -> str:
 
 # --- 1. decision latency on the local exchange ------------------------------------------------------------------
 @contextlib.contextmanager
-def exchange_process(speed: float = SPEED, start: str = EXCHANGE_START) -> Iterator[str]:
-    """A LocalExchangeServer over the bundled real candles in a child process; yields its URL. Closing the
-    child's stdin stops it."""
+def exchange_process(speed: float = SPEED, start: str = EXCHANGE_START, data_dir: Path | None = None) -> Iterator[str]:
+    """A LocalExchangeServer over the bundled real candles (or those in `data_dir`) in a child process; yields its
+    URL. Closing the child's stdin stops it."""
+    extra = ["--data-dir", str(data_dir)] if data_dir is not None else []
     proc = subprocess.Popen(
-        [*CHILD, "exchange", "--speed", str(speed), "--start", start],
+        [*CHILD, "exchange", "--speed", str(speed), "--start", start, *extra],
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -247,12 +249,14 @@ def exchange_process(speed: float = SPEED, start: str = EXCHANGE_START) -> Itera
             proc.wait()
 
 
-def exchange_child(speed: float, start: str) -> None:
+def exchange_child(speed: float, start: str, data_dir: str | None = None) -> None:
     """Serve until the parent closes stdin; print the URL first."""
     from cta.exchange_server import LocalExchangeServer, LocalExchangeSettings
 
     server = LocalExchangeServer(
-        LocalExchangeSettings(port=0, speed=speed, start=start), api_key=EXCHANGE_KEY, api_secret=EXCHANGE_SECRET
+        LocalExchangeSettings(port=0, speed=speed, start=start, data_dir=Path(data_dir) if data_dir else None),
+        api_key=EXCHANGE_KEY,
+        api_secret=EXCHANGE_SECRET,
     )
     print(server.start(), flush=True)
     sys.stdin.read()
@@ -707,12 +711,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile on_candle (latency child)")
     parser.add_argument("--speed", type=float, default=SPEED)
     parser.add_argument("--start", default=EXCHANGE_START)
+    parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
     from app.runtime_env import apply_offline_env
 
     apply_offline_env(REPO / "data")
     if args.child == "exchange":
-        exchange_child(args.speed, args.start)
+        exchange_child(args.speed, args.start, args.data_dir)
     elif args.child == "latency":
         latency_child(args.model, args.bars, args.brokers, args.profile, runs=args.runs, speed=args.speed)
     else:

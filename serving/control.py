@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cta.errors import CTAError
 from cta.logs import is_control, printable
 from serving import ledger
 from serving.db import upsert
-from serving.models import ControlState, utc_now
+from serving.models import ControlState, table_of, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +177,25 @@ def trading_state(session_factory: sessionmaker[Session]) -> ControlSnapshot:
         return read_trading_state(session)
 
 
+_CONTROL = table_of(ControlState)
+_READ_CONTROL = select(
+    _CONTROL.c.state, _CONTROL.c.reason, _CONTROL.c.updated_at, _CONTROL.c.updated_by, _CONTROL.c.cancel_open
+).where(_CONTROL.c.key == bindparam("key"))
+
+
 def read_trading_state(session: Session) -> ControlSnapshot:
-    """`trading_state` inside the caller's transaction."""
-    return get_control_state(session)
+    """`trading_state` inside the caller's transaction: the decision's read, one prepared SELECT (no ORM load)."""
+    row = session.connection().execute(_READ_CONTROL, {"key": TRADING_KEY}).first()
+    if row is None:
+        return ControlSnapshot(key=TRADING_KEY, state=TradingState.RUNNING, reason="", updated_at=None, updated_by=None)
+    return ControlSnapshot(
+        key=TRADING_KEY,
+        state=TradingState(row[0]),
+        reason=row[1],
+        updated_at=row[2],
+        updated_by=row[3],
+        cancel_open=bool(row[4]),
+    )
 
 
 def acknowledge_cancel_open(

@@ -101,6 +101,7 @@ def record_decision(
 
 
 _DECISIONS = table_of(Decision)
+_INSERT_DECISION = _DECISIONS.insert().returning(_DECISIONS.c.id)  # built once
 
 
 async def place_order(

@@ -18,13 +18,14 @@ nodes. Signed checkpoints of the tree (`serving.ledger_log`) are what anchors an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, text, tuple_
+from sqlalchemy import and_, bindparam, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from cta import merkle
@@ -63,8 +64,7 @@ def _lock_chain(session: Session) -> None:
 
 def head(session: Session) -> tuple[int, str] | None:
     """The newest entry's (seq, hash), None for an empty ledger: the anchor to keep outside the database."""
-    table = _ENTRIES
-    row = session.connection().execute(select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)).first()
+    row = session.connection().execute(_HEAD).first()
     return None if row is None else (int(row[0]), str(row[1]))
 
 
@@ -111,7 +111,7 @@ def append(
     entry = Appended(seq, ts_ms, kind, stored, prev_hash, entry_hash(prev_hash, seq, ts_ms, kind, value))
     connection = session.connection()
     connection.execute(
-        _ENTRIES.insert(),
+        _INSERT_ENTRY,
         {
             "seq": seq,
             "ts": ts_ms,
@@ -127,8 +127,19 @@ def append(
     return entry
 
 
+# The append's statements, built once: building a statement costs more than running it on SQLite.
 _ENTRIES = table_of(LedgerEntry)
 _NODES = table_of(LedgerNode)
+_HEAD = select(_ENTRIES.c.seq, _ENTRIES.c.hash).order_by(_ENTRIES.c.seq.desc()).limit(1)
+_INSERT_ENTRY = _ENTRIES.insert()
+_INSERT_NODES = _NODES.insert()
+
+
+@functools.cache
+def _siblings(count: int) -> Any:
+    """SELECT the nodes (level_k, idx_k), k < count, by bound parameters l0, i0, l1, i1, ..."""
+    wanted = [and_(_NODES.c.level == bindparam(f"l{k}"), _NODES.c.idx == bindparam(f"i{k}")) for k in range(count)]
+    return select(_NODES.c.level, _NODES.c.idx, _NODES.c.hash).where(or_(*wanted))
 
 
 def _add_nodes(connection: Any, index: int, leaf: bytes) -> None:
@@ -141,9 +152,8 @@ def _add_nodes(connection: Any, index: int, leaf: bytes) -> None:
         level, idx = level + 1, idx >> 1
     found: dict[tuple[int, int], str] = {}
     if lefts:
-        rows = connection.execute(
-            select(_NODES.c.level, _NODES.c.idx, _NODES.c.hash).where(tuple_(_NODES.c.level, _NODES.c.idx).in_(lefts))
-        )
+        values = {f"{name}{k}": v for k, pair in enumerate(lefts) for name, v in zip("li", pair, strict=True)}
+        rows = connection.execute(_siblings(len(lefts)), values)
         found = {(int(r[0]), int(r[1])): r[2] for r in rows}
     nodes = [{"level": 0, "idx": index, "hash": leaf.hex()}]
     node = leaf
@@ -153,7 +163,7 @@ def _add_nodes(connection: Any, index: int, leaf: bytes) -> None:
             raise LookupError(f"Merkle node ({level}, {left_idx}) is missing: run the migrations (0003 backfills)")
         node = merkle.node_hash(bytes.fromhex(left), node)
         nodes.append({"level": level + 1, "idx": (left_idx + 1) >> 1, "hash": node.hex()})
-    connection.execute(_NODES.insert(), nodes)
+    connection.execute(_INSERT_NODES, nodes)
 
 
 def tree_size(session: Session) -> int:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -70,10 +70,14 @@ def record_intent(
     return order
 
 
+_ORDERS = table_of(Order)
+_ORDER_BY_CID = select(_ORDERS.c.id).where(_ORDERS.c.client_order_id == bindparam("cid"))  # statements built once
+_INSERT_ORDER = _ORDERS.insert().returning(_ORDERS.c.id)
+
+
 def order_recorded(session: Session, client_order_id: str) -> bool:
     """Whether an order with this client order id is recorded (one indexed read, no ORM object)."""
-    table = table_of(Order)
-    found = session.connection().execute(select(table.c.id).where(table.c.client_order_id == client_order_id))
+    found = session.connection().execute(_ORDER_BY_CID, {"cid": client_order_id})
     return found.first() is not None
 
 
@@ -98,9 +102,8 @@ def insert_intent(
     this database, records its intent already ACKNOWLEDGED (intent and acknowledgement in one transaction, as
     before). The unique client order id still refuses a second row for the same id."""
     now = utc_now()
-    table = table_of(Order)
     inserted = session.connection().execute(
-        table.insert().returning(table.c.id),
+        _INSERT_ORDER,
         {
             "client_order_id": client_order_id,
             "market": market,

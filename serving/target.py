@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from serving.market_state import MarketState
@@ -93,9 +93,16 @@ def settle_in_flight(sessions: sessionmaker[Session], state: MarketState) -> Non
 
 def update_reason(sessions: sessionmaker[Session], decision_id: int, reason: str, target: float) -> None:
     """Write a decision's final reason and target (once its order's fate is known)."""
-    table = table_of(Decision)
     with sessions() as session:  # one UPDATE, no ORM load: it runs between two decisions
         session.connection().execute(
-            update(table).where(table.c.id == decision_id).values(reason=reason, target=target)
+            _UPDATE_REASON, {"decision_id": decision_id, "new_reason": reason, "new_target": target}
         )
         session.commit()
+
+
+_DECISIONS = table_of(Decision)
+_UPDATE_REASON = (
+    update(_DECISIONS)
+    .where(_DECISIONS.c.id == bindparam("decision_id"))
+    .values(reason=bindparam("new_reason"), target=bindparam("new_target"))
+)
