@@ -12,8 +12,10 @@ Per minute: the time from the minute's close (on the exchange's clock, converted
 to the LAST market's order sent; p50/p99 over the measured minutes (the first WARM_MINUTES are warm-up). The
 worker fetches the markets' candles concurrently (`serving.fetch_concurrency` requests at a time, within the
 exchange client's rate budget), then decides market by market. CPU per market per minute: the worker process's
-CPU time over the measured minutes / (markets x minutes). "Enough" for one worker: the per-minute work (the last
-order's delay) fits in the minute with room to spare; the doc extrapolates where it stops fitting on 2 cores.
+CPU time over the measured minutes / (markets x minutes), polling between candles included (it polls every 20 ms
+here: its share weighs on small counts), and the CPU inside the minute's step alone / markets. "Enough" for one
+worker: the per-minute work (the last order's delay) fits in the minute with room to spare; the doc extrapolates
+where it stops fitting on 2 cores.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from benchmarks.bench_serving import (
     REPO,
@@ -44,7 +48,7 @@ QUICK_MINUTES = 5
 WARM_MINUTES = 2
 SPEED = 12.0  # a 1m candle closes every 5 s
 HISTORY_MINUTES = 400  # candles before the replay start: the features' history
-BACKLOG_MINUTES = 60  # minutes the clock may run while the worker starts and loads every champion
+BACKLOG_MINUTES = 10  # spare candles after the measured minutes
 CHILD = (sys.executable, "-m", "benchmarks.bench_throughput", "--child")
 
 
@@ -108,33 +112,42 @@ def register_flip_champions(settings: Any, markets: list[Any]) -> None:
         client.set_registered_model_alias(name, CHAMPION, created.version)
 
 
+def start_clock(url: str) -> None:
+    """Set the local exchange's replay clock running at SPEED from where it stands."""
+    import urllib.request
+
+    request = urllib.request.Request(f"{url}/_cta/clock", data=json.dumps({"speed": SPEED}).encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
+
+
 def child(count: int, minutes: int) -> None:
     from app.serve import serving_runtime
     from cta.components import configured_markets
     from serving.worker import Worker
 
-    steps: list[tuple[float, int]] = []  # steady steps: (wall at the step's start, the exchange's clock then)
-    cpu: list[float] = []  # process CPU time at the first steady step's start, then at each steady step's end
     sent: dict[int, list[float]] = {}  # candle open time -> wall time each market's order was sent
+    in_steps: list[float] = []  # CPU time inside each step that decided something
+    clock: dict[str, float] = {}  # when the exchange's clock started, and at which market time
     stop = asyncio.Event()
     step, decide = Worker.step, Worker._decide
+    wanted = minutes + WARM_MINUTES
 
     async def timed_step(self: Worker) -> int:
-        started, cpu_started = time.perf_counter(), time.process_time()
+        cpu_started = time.process_time()
         processed = await step(self)
-        # steady state: one new candle per market (the start-up's backlog, while 300 champions load, is not)
-        if processed == count and self.last_now is not None:
-            steps.append((started, int(self.last_now)))
-            if not cpu:
-                cpu.append(cpu_started)
-            cpu.append(time.process_time())
-            if len(steps) >= minutes + WARM_MINUTES:
-                stop.set()
+        if processed and clock:
+            in_steps.append((time.process_time() - cpu_started) / processed)
+        done = [ts for ts in sent if len(sent[ts]) == count]
+        if len(done) >= wanted and "stopped" not in clock:
+            clock["stopped"], clock["cpu_end"] = time.perf_counter(), time.process_time()
+            stop.set()
         return processed
 
     async def timed_decide(self: Worker, state: Any, **kwargs: Any) -> Any:
         record = await decide(self, state, **kwargs)
-        if record.order is not None:
+        if record.order is not None and clock:
             sent.setdefault(int(kwargs["ts"]), []).append(float(kwargs["seen"]) + record.latency_s)
         return record
 
@@ -142,44 +155,50 @@ def child(count: int, minutes: int) -> None:
     with tempfile.TemporaryDirectory(prefix=f"cta-bench-throughput-{count}-") as tmp:
         work = Path(tmp)
         symbols, start = market_files(work / "candles", count, minutes)
-        with exchange_process(SPEED, start, work / "candles") as url:
+        # the exchange's clock stands still (speed 0) until the worker has warmed every market and loaded every
+        # champion, then runs at SPEED from `start`: a minute closing at C closes at wall time
+        # started + (C - start) / SPEED
+        with exchange_process(0.0, start, work / "candles") as url:
             settings = bench_settings(work, work / "serve", url=url, timeframe="1m", symbols=tuple(symbols))
             markets = configured_markets(settings)
-            started = time.perf_counter()
+            began = time.perf_counter()
             register_flip_champions(settings, markets)
-            registry_s = time.perf_counter() - started
 
             async def serve() -> None:
                 async with serving_runtime(settings) as runtime:
+                    for market in runtime.worker.states:
+                        await runtime.worker.models.refresh(market)
+                    clock["setup_s"] = time.perf_counter() - began
+                    start_clock(url)
+                    clock["wall"], clock["cpu"] = time.perf_counter(), time.process_time()
                     await runtime.worker.run(stop)
 
             asyncio.run(serve())
-    print(json.dumps(summarize(count, steps, sent, cpu, registry_s)), flush=True)
+    start_ms = int(pd.Timestamp(start).timestamp() * 1000)
+    print(json.dumps(summarize(count, start_ms, sent, in_steps, clock)), flush=True)
 
 
 def summarize(
-    count: int, steps: list[tuple[float, int]], sent: dict[int, list[float]], cpu: list[float], setup_s: float
+    count: int, start_ms: int, sent: dict[int, list[float]], in_steps: list[float], clock: dict[str, float]
 ) -> dict[str, Any]:
-    """Per steady minute (after WARM_MINUTES): close -> first / last order sent (ms), the close's wall time from
-    the step that processed it; CPU per market and minute over the measured steps (the polling between included)."""
+    """Per minute after WARM_MINUTES: its close (on the exchange's clock, in wall time) -> the first and the LAST
+    market's order sent (ms); CPU per market and minute over the run (polling between candles included) and
+    inside the steps alone."""
     firsts, lasts, complete = [], [], 0
-    for started, now in steps[WARM_MINUTES:]:
-        close = now // 60_000 * 60_000  # the minute that closed last, on the exchange's clock
-        times = sent.get(close - 60_000, [])
-        if not times:
-            continue
-        close_wall = started - (now - close) / 1000 / SPEED  # market ms -> wall s
+    for ts in sorted(sent)[WARM_MINUTES:]:
+        close_wall = clock["wall"] + (ts + 60_000 - start_ms) / 1000 / SPEED
+        times = sent[ts]
         complete += len(times) == count
         firsts.append((min(times) - close_wall) * 1000)
         lasts.append((max(times) - close_wall) * 1000)
-    cpu_s = cpu[-1] - cpu[WARM_MINUTES] if len(cpu) > WARM_MINUTES + 1 else float("nan")
-    cpu_minutes = max(len(cpu) - 1 - WARM_MINUTES, 1)
 
     def pct(values: list[float], q: float) -> float:
         ordered = sorted(values)
         return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
-    wall_s = (steps[-1][0] - steps[WARM_MINUTES][0]) if len(steps) > WARM_MINUTES + 1 else float("nan")
+    wall_s = clock.get("stopped", float("nan")) - clock["wall"]
+    cpu_s = clock.get("cpu_end", float("nan")) - clock["cpu"]
+    minutes = len(sent)
     return {
         "case": f"{count} markets at 1m, one worker",
         "minutes": len(lasts),
@@ -188,11 +207,13 @@ def summarize(
         "last_order_p50_ms": pct(lasts, 0.5),
         "last_order_p99_ms": pct(lasts, 0.99),
         "last_order_max_ms": max(lasts) if lasts else float("nan"),
-        "cpu_ms_per_market_minute": cpu_s * 1000 / (count * cpu_minutes),
+        "cpu_ms_per_market_minute": cpu_s * 1000 / (count * max(minutes, 1)),
+        "step_cpu_ms_per_market": statistics.median(in_steps or [float("nan")]) * 1000,
         "detail": (
-            f"a minute every {60 / SPEED:.0f} s wall; worker CPU {cpu_s:.1f} s over {wall_s:.0f} s of steady minutes "
-            f"({cpu_s / wall_s:.0%} of a core); {statistics.mean(len(v) for v in sent.values()):.0f} orders per "
-            f"minute; registry set-up {setup_s:.0f} s"
+            f"a minute every {60 / SPEED:.0f} s wall; {minutes} minutes in {wall_s:.0f} s, worker CPU {cpu_s:.1f} s "
+            f"({cpu_s / wall_s:.0%} of a core); last order after each close, ms: "
+            f"{' '.join(f'{v:.0f}' for v in lasts)}; set-up (registry, warm-up, every champion loaded) "
+            f"{clock.get('setup_s', 0):.0f} s"
         ),
     }
 

@@ -33,6 +33,7 @@ def registry() -> dict[str, Benchmark]:
         bench_monitor,
         bench_servers,
         bench_serving,
+        bench_throughput,
         bench_train,
     )
 
@@ -44,6 +45,7 @@ def registry() -> dict[str, Benchmark]:
         "backtest": bench_backtest.run,
         "serving": bench_serving.run,
         "decide": bench_serving.run_latency,
+        "throughput": bench_throughput.run,
         "servers": bench_servers.run,
         "ledger": bench_ledger.run,
         "monitor": bench_monitor.run,

@@ -329,6 +329,9 @@ class ServingSettings(_Strict):
     database_url: str = "sqlite:///data/serving/cta.db"
     client_order_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{1,8}$")] = "cta"
     poll_interval_s: Annotated[float, Field(gt=0)] = 1.0  # how often to look for newly closed candles
+    # how many markets' candles the worker asks the exchange for at once (the exchange client's rate budget still
+    # spaces the requests); 1 fetches one market after another
+    fetch_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
     model_poll_s: Annotated[float, Field(gt=0)] = 30.0  # how often to check the champion alias
     max_model_age_days: Annotated[float, Field(gt=0)] = 30.0  # older champion: no new entries
     reconcile_every_s: Annotated[float, Field(gt=0)] = 300.0

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cta.config import Settings
 from cta.execution import Execution, liquidation_equity, order_units
 from serving import ledger
-from serving.control import ControlSnapshot, TradingState, read_trading_state, set_trading_state, trading_state
+from serving.control import ControlSnapshot, TradingState, read_trading_state, set_trading_state
 from serving.market_state import MarketState
 from serving.models import Decision, EquitySnapshot, table_of, utc_now
 from serving.risk import RiskState, check_order, should_halt
@@ -102,6 +102,7 @@ def record_decision(
 
 _DECISIONS = table_of(Decision)
 _INSERT_DECISION = _DECISIONS.insert().returning(_DECISIONS.c.id)  # built once
+_INSERT_SNAPSHOT = table_of(EquitySnapshot).insert()
 
 
 async def place_order(
@@ -190,23 +191,25 @@ async def snapshot_equity(
     if day != state.day:
         state.day, state.day_open_equity = day, equity
     state.peak_equity = max(state.peak_equity, equity)
-    with sessions() as session:
-        session.add(
-            EquitySnapshot(
-                ts=ts + state.bar_ms,
-                market=str(state.market),
-                cash=holdings.cash,
-                position_value=holdings.units * close,
-                equity=equity,
-                price=close,
-            )
+    with sessions() as session:  # one prepared INSERT and the kill switch's read, in one transaction
+        session.connection().execute(
+            _INSERT_SNAPSHOT,
+            {
+                "ts": ts + state.bar_ms,
+                "market": str(state.market),
+                "cash": holdings.cash,
+                "position_value": holdings.units * close,
+                "equity": equity,
+                "price": close,
+            },
         )
+        control = read_trading_state(session)
         session.commit()
     if metrics:
         metrics.equity(str(state.market), equity)
     halt = should_halt(
         RiskState(
-            trading_state=TradingState(trading_state(sessions).state),
+            trading_state=TradingState(control.state),
             equity=equity,
             day_open_equity=state.day_open_equity,
             peak_equity=state.peak_equity,

@@ -13,38 +13,22 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 from sqlalchemy import select
 
-from cta.registry import configure_mlflow, promote, registered_model_name, registry_lock
 from serving.ledger import verify
 from serving.metrics import WorkerMetrics
 from serving.models import Decision, LedgerEntry, Order
 from serving.replay import replay_worker
-from tests.conftest import load_test_settings
 from tests.factories import real_candles
-from tests.serving.test_live_parameters import run_bars
-from tests.serving.test_replay_parity import BAR_MS, MARKET, log_hysteresis
+from tests.serving.test_live_parameters import hysteresis_settings, run_bars
+from tests.serving.test_replay_parity import BAR_MS, MARKET
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Any:
-    settings = load_test_settings(
-        paths={"data_dir": str(tmp_path / "data"), "logs_dir": str(tmp_path / "logs")},
-        training={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_root": str(tmp_path / "mlruns")},
-        features={"feast_dir": str(tmp_path / "feast"), "table_dir": str(tmp_path / "features")},
-        serving={
-            "database_url": f"sqlite:///{tmp_path / 'serving.db'}",
-            "risk": {"daily_loss_limit": 1.0, "max_drawdown_halt": 1.0},
-        },
-    )
-    configure_mlflow(settings)
-    name = registered_model_name(MARKET)
-    lock = registry_lock(settings.training.tracking_uri, tmp_path / "locks", name)
-    promote(MlflowClient(), name, log_hysteresis(name), expected_champion=None, reason="test", lock=lock)
-    return settings
+    return hysteresis_settings(tmp_path)
 
 
 def worker_on(settings: Any) -> tuple[Any, pd.DataFrame]:

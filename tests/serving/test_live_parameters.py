@@ -26,6 +26,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Any:
+    return hysteresis_settings(tmp_path)
+
+
+def hysteresis_settings(tmp_path: Path) -> Any:
+    """Settings on `tmp_path` (SQLite, Feast, a registry) whose BTC/USDT 1h champion is the hysteresis model."""
     settings = load_test_settings(
         paths={"data_dir": str(tmp_path / "data"), "logs_dir": str(tmp_path / "logs")},
         training={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_root": str(tmp_path / "mlruns")},
