@@ -51,7 +51,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -66,7 +65,7 @@ from serving.client_ids import check_prefix, client_order_id
 from serving.exchange_reports import is_definite_rejection, order_from_ccxt, split_symbol
 from serving.models import Order
 from serving.orders import UNRESOLVABLE, OrderStatus
-from serving.repository import get_order, insert_intent, order_recorded, record_intent
+from serving.repository import get_order, insert_intent, intent_facts, order_recorded, record_intent
 from serving.types import (
     CrashPoint,
     Holdings,
@@ -228,19 +227,10 @@ class CcxtBroker:
         with self._sessions.begin() as session:
             if order_recorded(session, cid):  # a retry of a stored intent (restart, reconciliation): as it was
                 existing = get_order(session, cid)
-                record_intent(session, **_intent_facts(request, cid))  # OrderConflict if the id means another order
+                record_intent(session, **intent_facts(request, cid))  # OrderConflict if the id means another order
             else:  # the decision path: one plain INSERT of the intent and its ledger entry, committed before sending
-                insert_intent(
-                    session,
-                    client_order_id=cid,
-                    market=str(request.market),
-                    symbol=request.market.symbol,
-                    side=request.side,
-                    amount=request.amount,
-                    candle_ts=request.candle_ts,
-                    decision_id=request.decision_id,
-                    created_at=datetime.fromtimestamp(now / 1000, tz=UTC),  # the grace period counts from it
-                )
+                created = datetime.fromtimestamp(now / 1000, tz=UTC)  # the grace period counts from it
+                insert_intent(session, **intent_facts(request, cid), created_at=created)
                 self._log_intent(session, request, cid, now)
         if existing is not None:
             log.info("order %s already recorded as %s: not sent again", cid, existing.status)
@@ -324,16 +314,3 @@ class CcxtBroker:
                 self._orders.mark(cid, OrderStatus.REJECTED, NOT_FOUND_AFTER_LOOKUP, "not_found")
                 return self._orders.outcome(cid)
             await self._sleep((final_at_ms - now) / 1000)
-
-
-def _intent_facts(request: OrderRequest, cid: str) -> dict[str, Any]:
-    return {
-        "client_order_id": cid,
-        "market": str(request.market),
-        "symbol": request.market.symbol,
-        "side": request.side,
-        "order_type": "market",
-        "amount": request.amount,
-        "candle_ts": request.candle_ts,
-        "decision_id": request.decision_id,
-    }

@@ -77,18 +77,25 @@ class ControlSnapshot:
 
 
 def get_control_state(session: Session, key: str = TRADING_KEY) -> ControlSnapshot:
-    """The persisted switch `key`; RUNNING when it was never set."""
-    row = session.get(ControlState, key, populate_existing=True)
+    """The persisted switch `key` (read fresh, one prepared SELECT: no ORM object to go stale); RUNNING when it was
+    never set."""
+    row = session.connection().execute(_READ_CONTROL, {"key": key}).first()
     if row is None:
         return ControlSnapshot(key=key, state=TradingState.RUNNING, reason="", updated_at=None, updated_by=None)
     return ControlSnapshot(
-        key=row.key,
-        state=TradingState(row.state),
-        reason=row.reason,
-        updated_at=row.updated_at,
-        updated_by=row.updated_by,
-        cancel_open=row.cancel_open,
+        key=key,
+        state=TradingState(row[0]),
+        reason=row[1],
+        updated_at=row[2],
+        updated_by=row[3],
+        cancel_open=bool(row[4]),
     )
+
+
+_CONTROL = table_of(ControlState)
+_READ_CONTROL = select(
+    _CONTROL.c.state, _CONTROL.c.reason, _CONTROL.c.updated_at, _CONTROL.c.updated_by, _CONTROL.c.cancel_open
+).where(_CONTROL.c.key == bindparam("key"))
 
 
 def set_control_state(
@@ -177,25 +184,9 @@ def trading_state(session_factory: sessionmaker[Session]) -> ControlSnapshot:
         return read_trading_state(session)
 
 
-_CONTROL = table_of(ControlState)
-_READ_CONTROL = select(
-    _CONTROL.c.state, _CONTROL.c.reason, _CONTROL.c.updated_at, _CONTROL.c.updated_by, _CONTROL.c.cancel_open
-).where(_CONTROL.c.key == bindparam("key"))
-
-
 def read_trading_state(session: Session) -> ControlSnapshot:
-    """`trading_state` inside the caller's transaction: the decision's read, one prepared SELECT (no ORM load)."""
-    row = session.connection().execute(_READ_CONTROL, {"key": TRADING_KEY}).first()
-    if row is None:
-        return ControlSnapshot(key=TRADING_KEY, state=TradingState.RUNNING, reason="", updated_at=None, updated_by=None)
-    return ControlSnapshot(
-        key=TRADING_KEY,
-        state=TradingState(row[0]),
-        reason=row[1],
-        updated_at=row[2],
-        updated_by=row[3],
-        cancel_open=bool(row[4]),
-    )
+    """`trading_state` inside the caller's transaction."""
+    return get_control_state(session)
 
 
 def acknowledge_cancel_open(

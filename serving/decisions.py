@@ -77,9 +77,7 @@ def record_decision(
     }
     with sessions() as session:
         # a plain INSERT on the session's connection: no ORM object to build, flush and track on this path
-        decision_id = int(
-            session.connection().execute(_DECISIONS.insert().returning(_DECISIONS.c.id), row).scalar_one()
-        )
+        decision_id = int(session.connection().execute(_INSERT_DECISION, row).scalar_one())
         ledger.append(
             session,
             "decision",

@@ -26,6 +26,7 @@ from serving.repository import (
     apply_exchange_update,
     get_position,
     insert_intent,
+    intent_facts,
     open_orders,
     order_recorded,
     record_fill,
@@ -78,33 +79,12 @@ class PaperBroker:
         there is no request in between to lose): it fills at the next candle's open."""
         cid = client_order_id(self.prefix, str(request.market), request.candle_ts, request.seq)
         self._idle.discard(str(request.market))
-        market, symbol = str(request.market), request.market.symbol
+        facts = intent_facts(request, cid)
         with self.sessions() as session:
             if order_recorded(session, cid):  # the same intent again (never on the decision path): as it was
-                order = record_intent(
-                    session,
-                    client_order_id=cid,
-                    market=market,
-                    symbol=symbol,
-                    side=request.side,
-                    order_type="market",
-                    amount=request.amount,
-                    candle_ts=request.candle_ts,
-                    decision_id=request.decision_id,
-                )
+                order = record_intent(session, **facts)
                 return OrderOutcome(cid, OrderStatus(order.status), exchange_order_id=order.exchange_order_id)
-            insert_intent(
-                session,
-                client_order_id=cid,
-                market=market,
-                symbol=symbol,
-                side=request.side,
-                amount=request.amount,
-                candle_ts=request.candle_ts,
-                decision_id=request.decision_id,
-                status=OrderStatus.ACKNOWLEDGED,
-                exchange_order_id=f"paper-{cid}",
-            )
+            insert_intent(session, **facts, status=OrderStatus.ACKNOWLEDGED, exchange_order_id=f"paper-{cid}")
             ledger.append(session, "order", _order_payload(cid, request), self.now_ms())
             session.commit()
             return OrderOutcome(cid, OrderStatus.ACKNOWLEDGED, exchange_order_id=f"paper-{cid}")

@@ -18,6 +18,7 @@ from cta.errors import CTAError
 from serving.db import upsert
 from serving.models import Fill, Order, Position, table_of, utc_now
 from serving.orders import OrderStatus, is_live, transition
+from serving.types import OrderRequest
 
 
 class OrderConflict(CTAError):
@@ -70,6 +71,20 @@ def record_intent(
     return order
 
 
+def intent_facts(request: OrderRequest, cid: str) -> dict[str, Any]:
+    """A market order request's facts as `record_intent` and `insert_intent` take them."""
+    return {
+        "client_order_id": cid,
+        "market": str(request.market),
+        "symbol": request.market.symbol,
+        "side": request.side,
+        "order_type": "market",
+        "amount": request.amount,
+        "candle_ts": request.candle_ts,
+        "decision_id": request.decision_id,
+    }
+
+
 _ORDERS = table_of(Order)
 _ORDER_BY_CID = select(_ORDERS.c.id).where(_ORDERS.c.client_order_id == bindparam("cid"))  # statements built once
 _INSERT_ORDER = _ORDERS.insert().returning(_ORDERS.c.id)
@@ -88,6 +103,7 @@ def insert_intent(
     market: str,
     symbol: str,
     side: str,
+    order_type: str,
     amount: float,
     candle_ts: int,
     decision_id: int | None = None,
@@ -95,8 +111,9 @@ def insert_intent(
     exchange_order_id: str | None = None,
     created_at: datetime | None = None,
 ) -> int:
-    """Insert a NEW market order's row (written, not committed) with one plain INSERT: the decision path's form of
-    `record_intent`, for a client order id the caller has just found unused (`order_recorded`); its id.
+    """Insert a NEW order's row (written, not committed) with one plain INSERT: the decision path's form of
+    `record_intent` (the same facts), for a client order id the caller has just found unused (`order_recorded`);
+    its id.
 
     `status` is PENDING_SUBMIT for an order still to be sent (the write-ahead intent); the paper venue, which is
     this database, records its intent already ACKNOWLEDGED (intent and acknowledgement in one transaction, as
@@ -109,7 +126,7 @@ def insert_intent(
             "market": market,
             "symbol": symbol,
             "side": side,
-            "type": "market",
+            "type": order_type,
             "amount": amount,
             "limit_price": None,
             "status": status.value,

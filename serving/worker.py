@@ -244,9 +244,6 @@ class Worker:
 
     async def _fetch_due(self, due: list[tuple[MarketState, int]]) -> list[list[list[Any]] | BaseException]:
         """Each due market's candles since its last one (or its last closed one at the start), concurrently."""
-        if len(due) == 1:  # the common single-market case: no task to schedule
-            state, last_closed = due[0]
-            return [await self.fetch_candles(state.market, *_window(state, last_closed))]
         limit = asyncio.Semaphore(self.settings.serving.fetch_concurrency)
 
         async def one(state: MarketState, last_closed: int) -> list[list[Any]]:
