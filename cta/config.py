@@ -405,6 +405,7 @@ class LedgerSettings(_Strict):
     anchor_s3_uri: str | None = None  # s3://bucket/prefix; Object Lock retention when the bucket has it on
     anchor_s3_endpoint_url: str | None = None
     anchor_retention_days: Annotated[int, Field(ge=1)] = 3650
+    anchor_git: str | None = None  # a local git repository: one commit per checkpoint (made if missing or empty)
     witness_state: str = "data/ledger/witness-checkpoint.txt"  # the last checkpoint `cta ledger witness` cosigned
 
 

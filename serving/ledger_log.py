@@ -40,33 +40,46 @@ class ProofError(ValueError):
 
 
 def log_verifiers(settings: LedgerSettings, signer: Signer | None = None) -> list[Verifier]:
-    """The public keys a checkpoint of this log may be signed with (with the signer's own, when given)."""
+    """The public keys a checkpoint of this log may be signed with (with the signer's own, when given). A witness's
+    key (type 0x04) is refused here: it verifies cosignatures, never the log's signature."""
     try:
         verifiers = [Verifier.parse(text) for text in settings.log_keys]
     except NoteError as e:
         raise ConfigError("ledger.log_keys", "<key>", str(e)) from e
+    for verifier in verifiers:
+        if verifier.is_cosigner:
+            problem = f"{verifier.name!r} is a witness's cosigner key (type 0x04), not a log key (type 0x01)"
+            raise ConfigError("ledger.log_keys", verifier.encode(), problem)
     if signer is not None and signer.verifier not in verifiers:
         verifiers.append(signer.verifier)
     return verifiers
 
 
 def witness_verifiers(settings: LedgerSettings) -> list[Verifier]:
+    """The witnesses' cosigner keys (type 0x04). A plain Ed25519 key (type 0x01, as `cta ledger keygen` printed
+    for a witness before cosignatures were timestamped) is read as the same key's cosigner key, as
+    transparency-dev/formats reads it: its key id is then the 0x04 one."""
     try:
-        return [Verifier.parse(text) for text in settings.witness_keys]
+        verifiers = [Verifier.parse(text) for text in settings.witness_keys]
     except NoteError as e:
         raise ConfigError("ledger.witness_keys", "<key>", str(e)) from e
+    return [v if v.is_cosigner else v.as_cosigner() for v in verifiers]
 
 
 def signer_from_secret(secrets: Secrets, field: str = "ledger_signing_key") -> Signer | None:
     """The Ed25519 signer held in a secret (None when it is not set); a malformed key is a ConfigError that
-    never shows the key."""
+    never shows the key. The log's signing key may not be a witness's key (type 0x04)."""
     secret = getattr(secrets, field)
     if secret is None:
         return None
     try:
-        return Signer.parse(secret.get_secret_value().strip())
+        signer = Signer.parse(secret.get_secret_value().strip())
     except (NoteError, ValueError) as e:
         raise ConfigError(f"secrets.{field}", "<hidden>", f"not a signer key: {type(e).__name__}") from None
+    if field == "ledger_signing_key" and signer.key_type == checkpoints.COSIGNATURE_V1_TYPE:
+        problem = "a witness's key (type 0x04) cannot sign the log's checkpoints: `cta ledger keygen NAME` makes one"
+        raise ConfigError(f"secrets.{field}", "<hidden>", problem)
+    return signer
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,11 @@ tree that shrank or a second root for a size it already saw, asks the log for th
 checkpoint to the new one, verifies it, and only then cosigns and keeps the new checkpoint. A log that rewrote its
 history cannot get a cosignature for the new history from any witness that saw the old one.
 
+Its cosignature is a C2SP tlog-cosignature/v1 (`cta.checkpoints.cosign`): a signature line with the witness's
+key id for type 0x04, the time of cosigning (read from the injected clock) and an Ed25519 signature over
+`cosignature/v1`, that time and the checkpoint body. Whoever holds only the witness's verifier key (`cta ledger
+keygen --witness` prints it) checks it with `cta.checkpoints.verify_cosignature`.
+
 It reads the log through a `LogClient`: `DatabaseLog` (the ledger's database, read-only) or `HttpLog` (the worker's
 API, `/api/ledger/...`). The state file is written atomically, and before the cosignature is handed out.
 """
@@ -24,6 +29,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from cta.checkpoints import Checkpoint, NoteError, Signer, Verifier, cosign, open_checkpoint
+from cta.clock import Clock, SystemClock
 from cta.merkle import verify_consistency
 from serving import ledger
 from serving.ledger_log import latest_checkpoint
@@ -84,11 +90,14 @@ class HttpLog:
 
 
 class Witness:
-    def __init__(self, signer: Signer, log_keys: list[Verifier], origin: str, state_path: Path) -> None:
+    def __init__(
+        self, signer: Signer, log_keys: list[Verifier], origin: str, state_path: Path, clock: Clock | None = None
+    ) -> None:
         self.signer = signer
         self.log_keys = log_keys
         self.origin = origin
         self.state_path = state_path
+        self.clock = clock or SystemClock()  # the cosignature's timestamp (whole seconds)
 
     def last_seen(self) -> tuple[Checkpoint, str] | None:
         """The checkpoint the witness last cosigned (its note), None before the first."""
@@ -128,7 +137,7 @@ class Witness:
             return None
         self.check(note_text, log)
         self._keep(note_text)
-        return cosign(note_text, self.signer)
+        return cosign(note_text, self.signer, self.clock.now_ms() // 1000)
 
     def _keep(self, note_text: str) -> None:
         self.state_path.parent.mkdir(parents=True, exist_ok=True)

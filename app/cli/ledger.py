@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ import typer
 
 from app.cli.root import console, ledger_app, settings_of
 from app.cli.trading import serving_sessions
-from cta.checkpoints import NoteError, Signer, Verifier
+from cta.checkpoints import COSIGNATURE_V1_TYPE, ED25519_TYPE, NoteError, Signer, Verifier
 from cta.config import Settings
 from cta.errors import CTAError
 from cta.logs import printable
@@ -41,15 +42,27 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _utc(seconds: int) -> str:
+    """A cosignature's timestamp as UTC text (a year past 9999 shown as the number)."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return f"{seconds} s"
+
+
 @ledger_app.command("keygen")
 def keygen(
     name: Annotated[str, typer.Argument(help="The key's name, e.g. cta-log-2026 or witness-alice.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the private key (created, mode 0600).")],
+    witness: Annotated[
+        bool, typer.Option("--witness", help="A witness's key: its verifier key is for cosignatures (type 0x04).")
+    ] = False,
 ) -> None:
-    """Make an Ed25519 key: the private key goes to --out (put it in CTA_LEDGER_SIGNING_KEY or
-    CTA_LEDGER_WITNESS_KEY), the public key is printed (add it to ledger.log_keys / ledger.witness_keys)."""
+    """Make an Ed25519 key: the private key goes to --out (put it in CTA_LEDGER_SIGNING_KEY, or with --witness in
+    CTA_LEDGER_WITNESS_KEY), the verifier key is printed (add it to ledger.log_keys, or ledger.witness_keys: with
+    --witness it is the C2SP tlog-cosignature key, type 0x04)."""
     try:
-        signer, private = Signer.generate(name)
+        signer, private = Signer.generate(name, COSIGNATURE_V1_TYPE if witness else ED25519_TYPE)
     except NoteError as e:
         raise CTAError(str(e)) from e
     try:
@@ -59,7 +72,7 @@ def keygen(
         raise CTAError(f"cannot create the key file {printable(str(out))!r}: {reason}") from e
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(private + "\n")
-    console.print(signer.verifier.encode(), soft_wrap=True)
+    console.print((signer.cosigner if witness else signer.verifier).encode(), soft_wrap=True)
 
 
 @ledger_app.command("checkpoint")
@@ -166,7 +179,8 @@ def verify(ctx: typer.Context) -> None:
     if result.anchor is not None:
         line += f", matches the anchored checkpoint of size {result.anchor.size} ({result.anchor_where})"
         if result.witnesses:
-            line += f" cosigned by {', '.join(result.witnesses)}"
+            cosigned = [f"{name} at {_utc(ts)}" for name, ts in result.witnesses.items()]
+            line += f" cosigned by {', '.join(cosigned)}"
     console.print(line, soft_wrap=True)
 
 

@@ -1,6 +1,7 @@
 """The ledger's API routes over a real server (checkpoint, inclusion and consistency proofs checked with only the
-public key), and the witness: cosigns only a checkpoint that extends the last one it saw, refuses a forking or
-shrinking log and says so, over the database and over HTTP."""
+public key), and the witness: cosigns (C2SP tlog-cosignature/v1, at its clock's time, checked with its vkey alone)
+only a checkpoint that extends the last one it saw, refuses a forking or shrinking log and says so, over the
+database and over HTTP."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from cta.checkpoints import Note, Signer, open_checkpoint
+from cta.checkpoints import Note, Signer, Verifier, open_checkpoint, verify_cosignature
+from cta.clock import ManualClock
 from serving.api import ApiServer, build_app
 from serving.ledger import append
 from serving.ledger_log import Checkpointer, CheckpointPolicy, verify_bundle
@@ -73,18 +75,23 @@ def test_api_serves_the_checkpoint_and_proofs(session: Session, readers: session
 def test_the_witness_cosigns_a_growing_log(tmp_path: Path, session: Session, readers: sessionmaker[Session]) -> None:
     cp = log_key()
     witness_key, _ = Signer.generate("witness-1")
-    witness = Witness(witness_key, [cp.signer.verifier], ORIGIN, tmp_path / "witness" / "state.note")
+    clock = ManualClock(TS)
+    witness = Witness(witness_key, [cp.signer.verifier], ORIGIN, tmp_path / "witness" / "state.note", clock)
+    vkey = Verifier.parse(witness_key.cosigner.encode())  # what a client is given: the witness's vkey alone
     log = DatabaseLog(readers)
     assert witness.witness(log) is None  # nothing signed yet
     fill(session, cp, 0, 3)
     first = witness.witness(log)
     assert first is not None
+    assert verify_cosignature(first, vkey) == TS // 1000  # the time of cosigning, from the witness's clock
     note = Note.parse(first)
-    assert note.signed_by([witness_key.verifier]) == ["witness-1"]
+    assert note.signed_by([vkey]) == ["witness-1"]
     assert note.signed_by([cp.signer.verifier]) == ["cta-log"]
     fill(session, cp, 3, 9)
+    clock.advance(61_000)
     second = witness.witness(log)
     assert second is not None and open_checkpoint(second, [cp.signer.verifier]).size == 11
+    assert verify_cosignature(second, vkey) == TS // 1000 + 61
     assert witness.last_seen() is not None and witness.last_seen()[0].size == 11  # type: ignore[index]
     assert witness.witness(log) == second  # the same checkpoint again: cosigned again, nothing refused
 
@@ -164,4 +171,5 @@ def test_the_witness_reads_the_log_over_http(tmp_path: Path, session: Session, r
 
     first, second = asyncio.run(scenario())
     assert first is not None and second is not None
-    assert open_checkpoint(second, [witness_key.verifier]).size == 16
+    assert open_checkpoint(second, [cp.signer.verifier]).size == 16
+    assert verify_cosignature(second, Verifier.parse(witness_key.cosigner.encode())) > 0

@@ -1,19 +1,34 @@
-"""Checkpoints as C2SP signed notes: Go's note test vector, key ids, rotation, the policy (every N entries or T
-seconds) inside the append's transaction, and proof bundles checked with only the public key."""
+"""Checkpoints as C2SP signed notes: Go's note test vector, key ids, rotation, witness cosignatures in the C2SP
+tlog-cosignature/v1 format (a known answer assembled here byte by byte from the spec), the policy (every N entries
+or T seconds) inside the append's transaction, and proof bundles checked with only the public key."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import struct
+from dataclasses import replace
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import SecretStr
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cta import checkpoints, merkle
-from cta.checkpoints import Checkpoint, Note, NoteError, Signer, Verifier, cosign, open_checkpoint, sign
+from cta.checkpoints import (
+    Checkpoint,
+    Note,
+    NoteError,
+    Signer,
+    Verifier,
+    cosign,
+    open_checkpoint,
+    sign,
+    verify_cosignature,
+)
 from cta.config import LedgerSettings, Secrets
 from cta.errors import ConfigError
 from serving import ledger
@@ -28,6 +43,7 @@ from serving.ledger_log import (
     proof_bundle_inclusion,
     signer_from_secret,
     verify_bundle,
+    witness_verifiers,
 )
 from serving.models import LedgerCheckpoint
 
@@ -82,10 +98,123 @@ def test_cosignatures_add_lines_and_rotation_keeps_old_checkpoints_valid() -> No
     keys = [old_key.verifier, new_key.verifier]
     assert open_checkpoint(old_note, keys).size == 3
     assert open_checkpoint(new_note, keys).size == 5
-    assert Note.parse(new_note).signed_by([witness.verifier]) == ["witness-1"]
+    assert Note.parse(new_note).signed_by([witness.cosigner]) == ["witness-1"]
+    assert Note.parse(new_note).signed_by([witness.verifier]) == []  # a cosignature is no plain note signature
     assert cosign(new_note, witness).count("witness-1") == 1  # re-cosigning replaces, never duplicates
     with pytest.raises(NoteError):
         open_checkpoint(old_note, [new_key.verifier])
+
+
+# ----- witness cosignatures: C2SP tlog-cosignature/v1 ------------------------------------------------------------
+
+WITNESS_SEED = bytes(range(32))
+WITNESS_NAME = "witness.example/w1"
+WITNESS_TIME = 1679315147  # the spec's example timestamp
+
+
+def _spec_cosignature(body: str, seed: bytes, name: str, timestamp: int) -> tuple[str, str]:
+    """The signature line and vkey of a cosignature/v1, assembled from c2sp.org/tlog-cosignature alone:
+    key ID = SHA-256(<name> || "\\n" || 0x04 || 32-byte Ed25519 public key)[:4]; signed message = "cosignature/v1\\n",
+    "time <decimal>\\n", then the note body; signature = base64(key ID || u64 big-endian timestamp || Ed25519
+    signature); vkey = <name>+<key ID hex>+base64(0x04 || public key)."""
+    private = Ed25519PrivateKey.from_private_bytes(seed)
+    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    kid = hashlib.sha256(name.encode() + b"\n" + b"\x04" + public).digest()[:4]
+    message = b"cosignature/v1\n" + b"time " + str(timestamp).encode() + b"\n" + body.encode()
+    blob = kid + struct.pack(">Q", timestamp) + private.sign(message)
+    line = "\u2014 " + name + " " + base64.b64encode(blob).decode() + "\n"
+    return line, name + "+" + kid.hex() + "+" + base64.b64encode(b"\x04" + public).decode()
+
+
+def test_cosignature_known_answer_from_the_spec_layout() -> None:
+    log, _ = Signer.generate("example.com/behind-the-sofa")
+    body = Checkpoint("example.com/behind-the-sofa", 20852163, b"\x0a" * 32).body()
+    note = sign(body, log)
+    line, vkey = _spec_cosignature(body, WITNESS_SEED, WITNESS_NAME, WITNESS_TIME)
+    witness = Signer(WITNESS_NAME, WITNESS_SEED)
+    cosigned = cosign(note, witness, WITNESS_TIME)
+    assert cosigned == note + line  # Ed25519 is deterministic: byte for byte
+    assert witness.cosigner.encode() == vkey
+    assert Verifier.parse(vkey) == witness.cosigner and Verifier.parse(vkey).is_cosigner
+    assert witness.cosigner.key_id != witness.verifier.key_id  # the type byte separates the two uses of one key
+    assert verify_cosignature(cosigned, Verifier.parse(vkey)) == WITNESS_TIME
+    assert Note.parse(cosigned).cosigned_by([Verifier.parse(vkey)]) == {WITNESS_NAME: WITNESS_TIME}
+    assert open_checkpoint(cosigned, [log.verifier]).size == 20852163  # the log's own 0x01 signature is kept
+
+
+def test_the_spec_example_line_and_a_third_party_vkey_parse() -> None:
+    """The spec's example cosignature line carries the time of its example message (1679315147) after the key ID;
+    transparency-dev/formats' test vkey of type 0x04 has the key ID the 0x04 hash gives."""
+    spec_line = (
+        "\u2014 witness.example.com/w1 jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJsX3b2oyin1nPZ"
+        "qhf5nNo0xUe+mbIUBkBIfZ+qnA==\n"
+    )
+    body = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
+    (signature,) = Note.parse(body + "\n" + spec_line).signatures
+    assert len(signature.signature) == 8 + 64
+    assert struct.unpack(">Q", signature.signature[:8]) == (1679315147,)
+    remora = Verifier.parse("remora.n621.de+da77ade7+BOvN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2")
+    assert remora.is_cosigner and remora.key_id == bytes.fromhex("da77ade7")
+    with pytest.raises(NoteError, match="does not match"):  # the same key read as type 0x01 has another id
+        Verifier.parse("remora.n621.de+da77ade7+AevN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2")
+
+
+def test_a_cosignature_fails_for_another_body_key_or_time() -> None:
+    log, _ = Signer.generate("cta-log")
+    witness = Signer(WITNESS_NAME, WITNESS_SEED)
+    note = sign(Checkpoint("o", 5, b"\x02" * 32).body(), log)
+    cosigned = cosign(note, witness, WITNESS_TIME)
+    vkey = Verifier.parse(witness.cosigner.encode())  # the verifier holds the witness's vkey only
+    assert verify_cosignature(cosigned, vkey) == WITNESS_TIME
+
+    other_body = Note.parse(cosign(sign(Checkpoint("o", 6, b"\x02" * 32).body(), log), witness, WITNESS_TIME))
+    moved = Note(other_body.body, Note.parse(cosigned).signatures).text()  # the lines moved onto another body
+    with pytest.raises(NoteError, match="does not verify"):
+        verify_cosignature(moved, vkey)
+
+    impostor, _ = Signer.generate(WITNESS_NAME)  # same name, another key: another key id
+    with pytest.raises(NoteError, match="no cosignature by"):
+        verify_cosignature(cosign(note, impostor, WITNESS_TIME), vkey)
+    forged = Note.parse(cosign(note, impostor, WITNESS_TIME))
+    relabelled = [replace(s, key_id=vkey.key_id) if s.name == WITNESS_NAME else s for s in forged.signatures]
+    with pytest.raises(NoteError, match="does not verify"):  # the impostor's signature under the real key id
+        verify_cosignature(Note(forged.body, tuple(relabelled)).text(), vkey)
+
+    parsed = Note.parse(cosigned)
+    mine = next(s for s in parsed.signatures if s.name == WITNESS_NAME)
+    retimed = replace(mine, signature=struct.pack(">Q", WITNESS_TIME + 1) + mine.signature[8:])
+    with pytest.raises(NoteError, match="does not verify"):  # another timestamp than the one signed
+        verify_cosignature(Note(parsed.body, (parsed.signatures[0], retimed)).text(), vkey)
+
+    with pytest.raises(NoteError, match="not a cosigner key"):
+        verify_cosignature(cosigned, witness.verifier)
+    with pytest.raises(NoteError, match=r"no valid signature of a known log key \(witness.example/w1: cosigner"):
+        open_checkpoint(cosigned, [vkey])  # a cosignature never passes for the log's signature
+    with pytest.raises(NoteError, match=r"0\.\.2\^63-1"):
+        cosign(note, witness, 2**63)
+
+
+def test_a_timestamp_past_2_63_is_refused_even_when_signed() -> None:
+    log, _ = Signer.generate("cta-log")
+    body = Checkpoint("o", 5, b"\x02" * 32).body()
+    line, vkey = _spec_cosignature(body, WITNESS_SEED, WITNESS_NAME, 2**63)
+    with pytest.raises(NoteError, match="does not verify"):
+        verify_cosignature(sign(body, log) + line, Verifier.parse(vkey))
+
+
+def test_witness_and_log_keys_in_the_settings() -> None:
+    witness = Signer(WITNESS_NAME, WITNESS_SEED)
+    assert witness_verifiers(LedgerSettings(witness_keys=[witness.cosigner.encode()])) == [witness.cosigner]
+    # a plain 0x01 key given for a witness (what keygen printed before) is read as its cosigner key
+    assert witness_verifiers(LedgerSettings(witness_keys=[witness.verifier.encode()])) == [witness.cosigner]
+    with pytest.raises(ConfigError, match=r"ledger\.log_keys.*cosigner key \(type 0x04\)"):
+        log_verifiers(LedgerSettings(log_keys=[witness.cosigner.encode()]))
+    _, witness_secret = Signer.generate("witness-1", checkpoints.COSIGNATURE_V1_TYPE)
+    parsed = Signer.parse(witness_secret)
+    assert parsed.key_type == checkpoints.COSIGNATURE_V1_TYPE and parsed.cosigner.key_id.hex() in witness_secret
+    assert signer_from_secret(Secrets(ledger_witness_key=SecretStr(witness_secret)), "ledger_witness_key") is not None
+    with pytest.raises(ConfigError, match=r"secrets\.ledger_signing_key.*cannot sign the log"):
+        signer_from_secret(Secrets(ledger_signing_key=SecretStr(witness_secret)))
 
 
 def test_the_signing_key_comes_from_a_secret_and_is_never_shown() -> None:
