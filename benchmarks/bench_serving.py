@@ -47,6 +47,12 @@ if TYPE_CHECKING:
     from serving.decisions import DecisionRecord
     from serving.worker import Worker
 
+# The ledger's Merkle log in the latency child (issue: "the decision latency with the log on vs off"):
+LEDGER_MODES = {
+    "off": "hash chain only, no Merkle nodes written (the ledger before the Merkle log; a benchmark-only patch)",
+    "nodes": "the Merkle nodes written in each entry's transaction, no signing key (as shipped by default)",
+    "signed": "Merkle nodes, a signed checkpoint every 100 entries published to a file anchor between candles",
+}
 FAMILIES = ("logistic", "gbm", "keras", "ppo")
 MODELS = (*FAMILIES, "flip")  # "flip": alternates long/flat, so every bar exercises the order path
 BROKERS = ("paper", "ccxt")
@@ -139,6 +145,7 @@ def bench_settings(
     bars: int = 0,
     timeframe: str = "1h",
     symbols: tuple[str, ...] = ("BTC/USDT",),
+    signed: bool = False,
 ) -> Settings:
     """Settings for one run: the shared temp registry, a fresh DB and Feast store per run, small training
     budgets, no risk limit the benchmark is not about (stale candles, daily loss, drawdown)."""
@@ -167,6 +174,17 @@ def bench_settings(
         },
     }
     env = {"CTA_API_KEY": EXCHANGE_KEY, "CTA_API_SECRET": EXCHANGE_SECRET}
+    if signed:  # the worker signs a checkpoint every 100 entries and publishes it to a file anchor, between candles
+        from cta.checkpoints import Signer
+
+        signer, private = Signer.generate("bench.cta.local/ledger")
+        env["CTA_LEDGER_SIGNING_KEY"] = private
+        overrides["ledger"] = {
+            "origin": "bench.cta.local/ledger",
+            "checkpoint_every_entries": 100,
+            "log_keys": [signer.verifier.encode()],
+            "anchor_dir": str(run_dir / "anchors"),
+        }
     return load_settings(env=env, config_dir=CONFIG_DIR, overrides=overrides)
 
 
@@ -371,13 +389,21 @@ def combined_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def latency_child(
-    model: str, bars: int, brokers: list[str], profile: bool, *, runs: int = 1, speed: float = SPEED
+    model: str,
+    bars: int,
+    brokers: list[str],
+    profile: bool,
+    *,
+    runs: int = 1,
+    speed: float = SPEED,
+    ledger_mode: str = "nodes",
 ) -> None:
     """Train and promote `model` once, then serve `bars` candles per broker `runs` times, each against a fresh
     exchange (one row per broker: the runs combined). With `profile`: per broker, one run with wall-clock timers
-    on the parts of a decision, one under cProfile."""
+    on the parts of a decision, one under cProfile. `ledger_mode`: see LEDGER_MODES."""
     from cta.lake import Market
 
+    _ledger_mode(ledger_mode)  # this child process only
     market = Market("binance", "BTC/USDT", "1h")
     with tempfile.TemporaryDirectory(prefix=f"cta-bench-serving-{model}-") as tmp:
         work = Path(tmp)
@@ -390,9 +416,14 @@ def latency_child(
                 measured = []
                 for run in range(runs):
                     waits.clear()
-                    decisions, summary, wall_s = _serve_once(work / f"{broker}-{run}", broker, bars, speed)
+                    decisions, summary, wall_s = _serve_once(
+                        work / f"{broker}-{run}", broker, bars, speed, signed=ledger_mode == "signed"
+                    )
                     row = latency_row(model, broker, decisions, summary, waits)
                     row["detail"] += f"; train {train_s:.0f} s, serve {wall_s:.0f} s"
+                    if ledger_mode != "nodes":
+                        row["case"] = f"{row['case']} ledger={ledger_mode}"
+                        row["detail"] += f"; ledger: {LEDGER_MODES[ledger_mode]}"
                     measured.append(row)
                 print(json.dumps(combined_runs(measured)), flush=True)
                 continue
@@ -412,13 +443,38 @@ def latency_child(
 
 
 def _serve_once(
-    run_dir: Path, broker: str, bars: int, speed: float = SPEED
+    run_dir: Path, broker: str, bars: int, speed: float = SPEED, *, signed: bool = False
 ) -> tuple[list[DecisionRecord], dict[str, Any], float]:
     with exchange_process(speed) as url:
-        settings = bench_settings(run_dir.parent, run_dir, url=url, broker=broker, bars=bars)
+        settings = bench_settings(run_dir.parent, run_dir, url=url, broker=broker, bars=bars, signed=signed)
         started = time.perf_counter()
         decisions, summary = asyncio.run(serve_bars(settings))
         return decisions, summary, time.perf_counter() - started
+
+
+def _ledger_mode(mode: str) -> None:
+    """ "off": the ledger without its Merkle log, as before it (entries and their hash chain only), by replacing
+    the append's node writes with nothing in this child process; the other modes change nothing here."""
+    if mode not in LEDGER_MODES:
+        raise ValueError(f"ledger mode {mode!r}: one of {sorted(LEDGER_MODES)}")
+    if mode == "off":
+        from serving import ledger
+
+        ledger._add_nodes = lambda connection, index, leaf: None  # type: ignore[assignment]
+
+
+def run_ledger_latency(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The decision latency with the ledger's Merkle log off, on (nodes) and signing checkpoints
+    (`python -m benchmarks.run decide_ledger`): the flip model (an order, so two ledger entries, on every candle),
+    paper broker, 3 runs per mode."""
+    quick = bool(getattr(args, "quick", False))
+    bars = 60 if quick else 1_000 + WARMUP_DECISIONS
+    runs, speed = (1, SPEED) if quick else (RUNS, FAST_SPEED)
+    rows: list[dict[str, Any]] = []
+    for mode in LEDGER_MODES:
+        argv = ["latency", "--model", "flip", "--brokers", "paper", "--bars", str(bars), "--runs", str(runs)]
+        rows += _child_rows([*argv, "--speed", str(speed), "--ledger", mode], f"decide flip ledger={mode}", 2400)
+    return rows
 
 
 # --- where the time goes ----------------------------------------------------------------------------------------
@@ -712,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=SPEED)
     parser.add_argument("--start", default=EXCHANGE_START)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--ledger", choices=LEDGER_MODES, default="nodes", help="the ledger's Merkle log (latency)")
     args = parser.parse_args(argv)
     from app.runtime_env import apply_offline_env
 
@@ -719,7 +776,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child == "exchange":
         exchange_child(args.speed, args.start, args.data_dir)
     elif args.child == "latency":
-        latency_child(args.model, args.bars, args.brokers, args.profile, runs=args.runs, speed=args.speed)
+        latency_child(
+            args.model, args.bars, args.brokers, args.profile, runs=args.runs, speed=args.speed, ledger_mode=args.ledger
+        )
     else:
         rss_child(args.bars)
     return 0

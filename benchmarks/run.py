@@ -45,6 +45,7 @@ def registry() -> dict[str, Benchmark]:
         "backtest": bench_backtest.run,
         "serving": bench_serving.run,
         "decide": bench_serving.run_latency,
+        "decide_ledger": bench_serving.run_ledger_latency,
         "throughput": bench_throughput.run,
         "servers": bench_servers.run,
         "ledger": bench_ledger.run,

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cta.errors import CTAError
 from cta.logs import is_control, printable
 from serving import ledger
-from serving.db import upsert
+from serving.db import Prepared, upsert
 from serving.models import ControlState, table_of, utc_now
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class ControlSnapshot:
 def get_control_state(session: Session, key: str = TRADING_KEY) -> ControlSnapshot:
     """The persisted switch `key` (read fresh, one prepared SELECT: no ORM object to go stale); RUNNING when it was
     never set."""
-    row = session.connection().execute(_READ_CONTROL, {"key": key}).first()
+    row = _READ_CONTROL.first(session.connection(), {"key": key})
     if row is None:
         return ControlSnapshot(key=key, state=TradingState.RUNNING, reason="", updated_at=None, updated_by=None)
     return ControlSnapshot(
@@ -93,9 +93,11 @@ def get_control_state(session: Session, key: str = TRADING_KEY) -> ControlSnapsh
 
 
 _CONTROL = table_of(ControlState)
-_READ_CONTROL = select(
-    _CONTROL.c.state, _CONTROL.c.reason, _CONTROL.c.updated_at, _CONTROL.c.updated_by, _CONTROL.c.cancel_open
-).where(_CONTROL.c.key == bindparam("key"))
+_READ_CONTROL = Prepared(
+    select(
+        _CONTROL.c.state, _CONTROL.c.reason, _CONTROL.c.updated_at, _CONTROL.c.updated_by, _CONTROL.c.cancel_open
+    ).where(_CONTROL.c.key == bindparam("key"))
+)
 
 
 def set_control_state(

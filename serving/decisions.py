@@ -21,6 +21,7 @@ from cta.config import Settings
 from cta.execution import Execution, liquidation_equity, order_units
 from serving import ledger
 from serving.control import ControlSnapshot, TradingState, read_trading_state, set_trading_state
+from serving.db import Prepared
 from serving.market_state import MarketState
 from serving.models import Decision, EquitySnapshot, table_of, utc_now
 from serving.risk import RiskState, check_order, should_halt
@@ -76,8 +77,8 @@ def record_decision(
         "created_at": utc_now(),
     }
     with sessions() as session:
-        # a plain INSERT on the session's connection: no ORM object to build, flush and track on this path
-        decision_id = int(session.connection().execute(_INSERT_DECISION, row).scalar_one())
+        # a prepared INSERT on the transaction's cursor: no ORM object to build, flush and track on this path
+        decision_id = int(_INSERT_DECISION.execute(session.connection(), row, insert=True).fetchone()[0])
         ledger.append(
             session,
             "decision",
@@ -99,7 +100,7 @@ def record_decision(
 
 
 _DECISIONS = table_of(Decision)
-_INSERT_DECISION = _DECISIONS.insert().returning(_DECISIONS.c.id)  # built once
+_INSERT_DECISION = Prepared(_DECISIONS.insert().returning(_DECISIONS.c.id))  # compiled once
 _INSERT_SNAPSHOT = table_of(EquitySnapshot).insert()
 
 

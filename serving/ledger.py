@@ -29,6 +29,7 @@ from sqlalchemy import and_, bindparam, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from cta import merkle
+from serving.db import Prepared
 from serving.models import LedgerCheckpoint, LedgerEntry, LedgerNode, table_of
 
 GENESIS_HASH = "0" * 64
@@ -64,7 +65,7 @@ def _lock_chain(session: Session) -> None:
 
 def head(session: Session) -> tuple[int, str] | None:
     """The newest entry's (seq, hash), None for an empty ledger: the anchor to keep outside the database."""
-    row = session.connection().execute(_HEAD).first()
+    row = _HEAD.execute(session.connection()).fetchone()
     return None if row is None else (int(row[0]), str(row[1]))
 
 
@@ -108,38 +109,34 @@ def append(
     _lock_chain(session)
     last = head(session)
     seq, prev_hash = (1, GENESIS_HASH) if last is None else (last[0] + 1, last[1])
-    entry = Appended(seq, ts_ms, kind, stored, prev_hash, entry_hash(prev_hash, seq, ts_ms, kind, value))
+    body = entry_leaf_data(seq, ts_ms, kind, value)  # what both the chain and the tree hash (encoded once)
+    entry = Appended(seq, ts_ms, kind, stored, prev_hash, hashlib.sha256(prev_hash.encode("utf-8") + body).hexdigest())
     connection = session.connection()
-    connection.execute(
-        _INSERT_ENTRY,
-        {
-            "seq": seq,
-            "ts": ts_ms,
-            "kind": kind,
-            "payload": stored,
-            "prev_hash": prev_hash,
-            "hash": entry.hash,
-        },
-    )
-    _add_nodes(connection, seq - 1, entry_leaf_hash(seq, ts_ms, kind, value))
+    _INSERT_ENTRY.execute(
+        connection,
+        {"seq": seq, "ts": ts_ms, "kind": kind, "payload": stored, "prev_hash": prev_hash, "hash": entry.hash},
+        insert=True,
+    ).close()
+    _add_nodes(connection, seq - 1, merkle.leaf_hash(body))
     if checkpointer is not None:
         checkpointer.after_append(session, ts_ms)
     return entry
 
 
-# The append's statements, built once: building a statement costs more than running it on SQLite.
+# The append's statements, compiled once (serving.db.Prepared): building and running a statement through
+# SQLAlchemy costs more than SQLite's own work on this path.
 _ENTRIES = table_of(LedgerEntry)
 _NODES = table_of(LedgerNode)
-_HEAD = select(_ENTRIES.c.seq, _ENTRIES.c.hash).order_by(_ENTRIES.c.seq.desc()).limit(1)
-_INSERT_ENTRY = _ENTRIES.insert()
-_INSERT_NODES = _NODES.insert()
+_HEAD = Prepared(select(_ENTRIES.c.seq, _ENTRIES.c.hash).order_by(_ENTRIES.c.seq.desc()).limit(1))
+_INSERT_ENTRY = Prepared(_ENTRIES.insert())
+_INSERT_NODES = Prepared(_NODES.insert())
 
 
 @functools.cache
-def _siblings(count: int) -> Any:
+def _siblings(count: int) -> Prepared:
     """SELECT the nodes (level_k, idx_k), k < count, by bound parameters l0, i0, l1, i1, ..."""
     wanted = [and_(_NODES.c.level == bindparam(f"l{k}"), _NODES.c.idx == bindparam(f"i{k}")) for k in range(count)]
-    return select(_NODES.c.level, _NODES.c.idx, _NODES.c.hash).where(or_(*wanted))
+    return Prepared(select(_NODES.c.level, _NODES.c.idx, _NODES.c.hash).where(or_(*wanted)))
 
 
 def _add_nodes(connection: Any, index: int, leaf: bytes) -> None:
@@ -153,7 +150,7 @@ def _add_nodes(connection: Any, index: int, leaf: bytes) -> None:
     found: dict[tuple[int, int], str] = {}
     if lefts:
         values = {f"{name}{k}": v for k, pair in enumerate(lefts) for name, v in zip("li", pair, strict=True)}
-        rows = connection.execute(_siblings(len(lefts)), values)
+        rows = _siblings(len(lefts)).execute(connection, values).fetchall()
         found = {(int(r[0]), int(r[1])): r[2] for r in rows}
     nodes = [{"level": 0, "idx": index, "hash": leaf.hex()}]
     node = leaf
@@ -163,7 +160,7 @@ def _add_nodes(connection: Any, index: int, leaf: bytes) -> None:
             raise LookupError(f"Merkle node ({level}, {left_idx}) is missing: run the migrations (0003 backfills)")
         node = merkle.node_hash(bytes.fromhex(left), node)
         nodes.append({"level": level + 1, "idx": (left_idx + 1) >> 1, "hash": node.hex()})
-    connection.execute(_INSERT_NODES, nodes)
+    _INSERT_NODES.executemany(connection, nodes)
 
 
 def tree_size(session: Session) -> int:

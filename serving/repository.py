@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cta.errors import CTAError
-from serving.db import upsert
+from serving.db import Prepared, upsert
 from serving.models import Fill, Order, Position, table_of, utc_now
 from serving.orders import OrderStatus, is_live, transition
 from serving.types import OrderRequest
@@ -86,14 +86,17 @@ def intent_facts(request: OrderRequest, cid: str) -> dict[str, Any]:
 
 
 _ORDERS = table_of(Order)
-_ORDER_BY_CID = select(_ORDERS.c.id).where(_ORDERS.c.client_order_id == bindparam("cid"))  # statements built once
-_INSERT_ORDER = _ORDERS.insert().returning(_ORDERS.c.id)
+_ORDER_BY_CID = Prepared(select(_ORDERS.c.id).where(_ORDERS.c.client_order_id == bindparam("cid")))  # compiled once
+_INSERT_ORDER = Prepared(_ORDERS.insert().returning(_ORDERS.c.id))
 
 
 def order_recorded(session: Session, client_order_id: str) -> bool:
     """Whether an order with this client order id is recorded (one indexed read, no ORM object)."""
-    found = session.connection().execute(_ORDER_BY_CID, {"cid": client_order_id})
-    return found.first() is not None
+    cursor = _ORDER_BY_CID.execute(session.connection(), {"cid": client_order_id})
+    try:
+        return cursor.fetchone() is not None
+    finally:
+        cursor.close()
 
 
 def insert_intent(
@@ -119,8 +122,8 @@ def insert_intent(
     this database, records its intent already ACKNOWLEDGED (intent and acknowledgement in one transaction, as
     before). The unique client order id still refuses a second row for the same id."""
     now = utc_now()
-    inserted = session.connection().execute(
-        _INSERT_ORDER,
+    inserted = _INSERT_ORDER.execute(
+        session.connection(),
         {
             "client_order_id": client_order_id,
             "market": market,
@@ -138,8 +141,9 @@ def insert_intent(
             "created_at": created_at or now,  # the broker's clock when given (a grace period counts from it)
             "updated_at": now,  # wall clock, as every update stamps it
         },
+        insert=True,
     )
-    return int(inserted.scalar_one())
+    return int(inserted.fetchone()[0])
 
 
 def apply_exchange_update(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import logging
 import time
 from collections import deque
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 CANDLE_COLUMNS = ["ts", "open", "high", "low", "close", "volume"]
 
+CONTEXT_ROWS = 256  # feature rows kept per market: the most any model may read (training windows are <= 256)
 KEEP_DECISIONS = 10_000  # recent decisions kept in memory (tests, benchmarks); the database holds them all
 
 
@@ -96,7 +98,9 @@ class Worker:
         self.columns = self.names or feature_names()
         self.history = history_needed(self.names)
         self.states = {
-            str(m): MarketState(m, timeframe_ms(m.timeframe), deque(maxlen=self.history + 8), deque(maxlen=256))
+            str(m): MarketState(
+                m, timeframe_ms(m.timeframe), deque(maxlen=self.history + 8), deque(maxlen=CONTEXT_ROWS)
+            )
             for m in markets
         }
         self.decisions: deque[DecisionRecord] = deque(maxlen=KEEP_DECISIONS)
@@ -126,16 +130,16 @@ class Worker:
                 if last.delta != 0 and last.reason == ORDER_UNDER_WAY:
                     restore_interrupted_order(self.sessions, state, last)
             end = state.last_ts if state.last_ts is not None else _last_closed_open(now, state.bar_ms)
-            since = end - (self.history + 4) * state.bar_ms
-            rows = [r for r in await self.fetch_candles(state.market, since, self.history + 8) if r[0] <= end]
+            since = end - (self.history + CONTEXT_ROWS - 1) * state.bar_ms
+            rows = await self._warm_candles(state, since, end)
             stored = 0
-            if len(rows) < self.history:  # the exchange cannot serve the history (yet): the lake's candles
+            if len(rows) < self.history + CONTEXT_ROWS:  # the exchange cannot serve it all (yet): the lake's candles
                 rows, stored = self._with_stored_candles(state.market, rows, since, end)
             for row in rows:
                 state.candles.append(list(row))
             if state.last_ts is None and rows:
                 state.last_ts = int(rows[-1][0])
-            self._warm_features(state)
+            self._warm_features(state, rows)
             log.info(
                 "%s: warmed %d candles (%d from the lake) up to %s; target %.2f",
                 key,
@@ -150,11 +154,27 @@ class Worker:
         gc.collect()
         gc.freeze()
 
-    def _warm_features(self, state: MarketState) -> None:
-        if len(state.candles) < self.history:
+    async def _warm_candles(self, state: MarketState, since: int, end: int) -> list[list[Any]]:
+        """The closed candles from `since` to `end` the exchange serves, in pages of at most `exchange.page_limit`
+        (a venue caps its pages: Coinbase at 300)."""
+        rows: list[list[Any]] = []
+        page_limit = self.settings.exchange.page_limit
+        while since <= end:
+            wanted = min(page_limit, (end - since) // state.bar_ms + 1)
+            page = [r for r in await self.fetch_candles(state.market, since, wanted) if since <= r[0] <= end]
+            if not page:
+                break
+            rows.extend(page)
+            since = int(page[-1][0]) + state.bar_ms
+        return rows
+
+    def _warm_features(self, state: MarketState, candles: list[list[Any]]) -> None:
+        """Feature rows for the model context from the warm-up candles: a full context (`CONTEXT_ROWS`, more than any
+        model's history), so that a model reading a window decides on its first candle as the backtest does."""
+        if len(candles) < self.history:
             return
-        frame = compute_features(_frame(state.candles), self.names)
-        for row in frame[self.columns].to_numpy(dtype="float64")[-(state.features.maxlen or 256) :]:
+        frame = compute_features(_frame(candles), self.names)
+        for row in frame[self.columns].to_numpy(dtype="float64")[-(state.features.maxlen or CONTEXT_ROWS) :]:
             state.features.append(row)
 
     def feature_frame(self, market: str) -> pd.DataFrame:
@@ -411,8 +431,10 @@ class Worker:
             if self.models.flat(key) is not None:  # demoted with none to fall back on: out, through decide and risk
                 prediction = 0.0
         else:
-            # the context a backtest gives the row: 4 x history rows before it (backtests.evaluate.model_positions)
-            rows = list(state.features)[-(model.history_rows * 4 + 1) :]
+            # exactly the rows one decision needs (the model's `history_rows`): the backtest gives it more context
+            # (backtests.evaluate.model_positions), which a model's last row must not depend on (replay parity
+            # tests hold each family to it); a keras window costs one window's forward pass, not 3 x history's
+            rows = list(itertools.islice(reversed(state.features), model.history_rows))[::-1]
             context = pd.DataFrame(np.stack(rows), columns=self.columns)
             try:
                 prediction = model.predict_next(context, state.model_position)

@@ -99,6 +99,33 @@ def test_no_look_ahead(data: TrainingData, candidate: Candidate) -> None:
     np.testing.assert_allclose(model.score(frame.iloc[: t + 1]), clean_score[: t + 1], atol=1e-6)
 
 
+def test_numpy_forward_is_keras_own_forward(
+    data: TrainingData, settings: TrainingSettings, candidate: Candidate
+) -> None:
+    """The serving forward pass (numpy) gives Keras' probabilities, for one window and for a series of them; a
+    network of another shape is not packed (it would run through TensorFlow)."""
+    import keras
+
+    from training.models.keras_seq import numpy_forward, window_view
+
+    model = candidate.python_model
+    assert model._model is not None
+    packed = numpy_forward(model._model)
+    assert packed is not None and len(packed.convs) == 2
+    rows = data.development.X.to_numpy(dtype="float32")
+    windows = np.ascontiguousarray(window_view(rows, settings.keras_window))
+    expected = np.asarray(model._model(windows, training=False))
+    np.testing.assert_allclose(packed(windows), expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(packed(windows[-1:]), expected[-1:], rtol=1e-4, atol=1e-6)
+    # one window alone gives the same float32 numbers as inside a batch (what the worker and the backtest see)
+    np.testing.assert_array_equal(packed(windows[-1:]), packed(windows)[-1:])
+    assert model.forward(windows[-1:]).shape == (1, 3)
+
+    inputs = keras.Input((settings.keras_window, rows.shape[1]))
+    other = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.LSTM(4)(inputs)))
+    assert numpy_forward(other) is None
+
+
 def test_same_seed_same_model(data: TrainingData, settings: TrainingSettings, candidate: Candidate) -> None:
     again = fit_keras(data, settings, CostModel())
     for first, second in zip(candidate.fold_metrics, again.fold_metrics, strict=True):
