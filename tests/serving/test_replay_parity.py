@@ -69,7 +69,7 @@ def log_hysteresis(name: str) -> str:
     return str(info.registered_model_version)
 
 
-@pytest.fixture(params=["logistic", "keras", "hysteresis"])
+@pytest.fixture(params=["logistic", "keras", "ppo", "hysteresis"])
 def champion_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     settings = load_test_settings(
         paths={"data_dir": str(tmp_path / "data"), "logs_dir": str(tmp_path / "logs")},

@@ -168,11 +168,41 @@ def test_streaming_one_row_at_a_time_equals_the_walk(candidate: Candidate, data:
     walk = candidate.python_model.predict(None, frame)
     streamed = [
         candidate.python_model.predict(
-            None, frame.iloc[max(0, t - 4 * WINDOW) : t + 1], params={"previous_position": walk[t - 1]}
+            None, frame.iloc[max(0, t - WINDOW + 1) : t + 1], params={"previous_position": walk[t - 1]}
         )[-1]
         for t in range(WINDOW, len(frame))
     ]
     np.testing.assert_array_equal(streamed, walk[WINDOW:])
+
+
+def test_numpy_network_is_the_exported_policy(candidate: Candidate, data: TrainingData) -> None:
+    """The policy runs as numpy when it reproduces the exported torch program: the same logits (float32 rounding
+    apart) and actions on real observations, and a row's logits the same bits alone or in a batch; weights of
+    another shape are not packed (torch then runs)."""
+    import torch
+
+    from training.models.ppo import NumpyMLP
+
+    model = candidate.python_model
+    policy = model.policy()
+    assert isinstance(model._numpy, NumpyMLP)
+    values = data.validation.X[model.feature_names].to_numpy(dtype="float64")
+    scaled = np.clip((values - model.mean) / model.std, -model.clip, model.clip).astype("float32")
+    windows = np.lib.stride_tricks.sliding_window_view(scaled, (WINDOW, scaled.shape[1])).reshape(
+        -1, WINDOW * scaled.shape[1]
+    )
+    batch = np.concatenate([windows, np.ones((len(windows), 1), dtype="float32")], axis=1)
+    with torch.inference_mode():
+        expected = policy(torch.from_numpy(batch)).numpy()
+    got = model.logits(batch)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert (got.argmax(axis=1) == expected.argmax(axis=1)).mean() > 0.999
+    np.testing.assert_array_equal(model.logits(batch[-3:]), got[-3:])
+    program = torch.export.load(model.policy_path)
+    state = dict(program.state_dict)
+    assert NumpyMLP.from_program(state, program.module(), batch.shape[1] + 1) is None  # another width
+    state.pop(NumpyMLP.HEAD + "0.weight")
+    assert NumpyMLP.from_program(state, program.module(), batch.shape[1]) is None  # no head
 
 
 @pytest.mark.slow

@@ -82,9 +82,11 @@ class NumpyForward:
             padded = np.concatenate([np.zeros((count, pad, hidden.shape[2]), dtype="float32"), hidden], axis=1)
             out = np.broadcast_to(bias, (count, steps, bias.shape[0])).copy()
             for k in range(kernel.shape[0]):  # causal: output t sees inputs t - (k_size - 1 - k) * dilation
-                out += padded[:, k * dilation : k * dilation + steps, :] @ kernel[k]
+                out += np.einsum("ntc,co->nto", padded[:, k * dilation : k * dilation + steps, :], kernel[k])
             hidden = np.maximum(out, np.float32(0.0))
-        logits = hidden.mean(axis=1, dtype="float32") @ self.dense[0] + self.dense[1]
+        # einsum (numpy's own loop, not BLAS, whose kernels differ by row count): a window's probabilities are the
+        # same bits alone (the worker) or in a series (the backtest)
+        logits = np.einsum("nc,co->no", hidden.mean(axis=1, dtype="float32"), self.dense[0]) + self.dense[1]
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         proba: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
         return proba

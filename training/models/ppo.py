@@ -70,6 +70,67 @@ TORCH_REQUIREMENT = "torch==2.13.0"
 SINGLE_THREAD_ROWS = 1024  # network batches up to this many rows run on one torch thread
 
 
+class NumpyMLP:
+    """The exported policy's logits network in numpy (float32): RLlib's default PPO module, an encoder of Linear
+    layers each followed by tanh and a pi head of Linear layers (tanh between them), read from the exported
+    program's weights.
+
+    Why: a decision is three rows, and torch's per-call work (its dispatcher, the exported graph's interpreter, the
+    thread-count switch) is most of what the model adds to the decision; these three small matrix products run on
+    the calling thread. `from_program` keeps it only when it reproduces the exported program on a probe batch;
+    every batch size then goes through it (the backtest's series and the worker's one window alike)."""
+
+    ENCODER = "module.encoder.encoder.net.mlp."
+    HEAD = "module.pi.net.mlp."
+
+    def __init__(self, encoder: list[tuple[np.ndarray, np.ndarray]], head: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.encoder = encoder  # (weight transposed (in, out), bias (out,)) per layer
+        self.head = head
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """(rows, width) -> (rows, actions) logits. `einsum` (numpy's own loop, not BLAS, whose kernels differ by
+        row count) makes a row's logits the same bits whatever the batch: the worker's 3 rows and the backtest's
+        series decide alike."""
+        hidden = np.asarray(batch, dtype="float32")
+        for weight, bias in self.encoder:
+            hidden = np.tanh(np.einsum("mk,kn->mn", hidden, weight) + bias)
+        for index, (weight, bias) in enumerate(self.head):
+            hidden = np.einsum("mk,kn->mn", hidden, weight) + bias
+            if index < len(self.head) - 1:
+                hidden = np.tanh(hidden)
+        return hidden
+
+    @classmethod
+    def from_program(cls, state: dict[str, Any], module: Any, width: int) -> NumpyMLP | None:
+        """From an exported program's state dict, checked against its module on a probe batch of `width` columns;
+        None when the weights are not that shape or the outputs differ (the policy then runs in torch)."""
+
+        def layers(prefix: str) -> list[tuple[np.ndarray, np.ndarray]]:
+            weights = [key[len(prefix) :] for key in state if key.startswith(prefix) and key.endswith(".weight")]
+            found = sorted(int(key.split(".")[0]) for key in weights)
+            return [
+                (
+                    state[f"{prefix}{i}.weight"].detach().numpy().astype("float32").T.copy(),
+                    state[f"{prefix}{i}.bias"].detach().numpy().astype("float32"),
+                )
+                for i in found
+                if f"{prefix}{i}.bias" in state
+            ]
+
+        try:
+            mlp = cls(layers(cls.ENCODER), layers(cls.HEAD))
+            if not mlp.encoder or not mlp.head or mlp.encoder[0][0].shape[0] != width:
+                return None
+            probe = np.random.default_rng(0).normal(0.0, 1.5, size=(256, width)).astype("float32")
+            probe[:, -1] = np.tile(np.array([-1.0, 0.0, 1.0], dtype="float32"), 86)[:256]  # the held position
+            with torch.inference_mode():
+                expected = module(torch.from_numpy(probe)).numpy()
+            got = mlp(probe)
+        except (KeyError, ValueError, RuntimeError, AttributeError):
+            return None
+        return mlp if got.shape == expected.shape and np.allclose(got, expected, rtol=1e-4, atol=1e-5) else None
+
+
 class PPOPositionModel(PythonModel):
     """pyfunc: feature rows in time order -> positions in {-1, 0, 1} (float64), greedy.
 
@@ -100,18 +161,26 @@ class PPOPositionModel(PythonModel):
         self.window = int(window)
         self.clip = float(clip)
         self._policy: Any = None
+        self._numpy: NumpyMLP | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_policy"] = None  # a loaded torch program is not pickled: load_context reloads it
+        state["_numpy"] = None
         return state
 
     def load_context(self, context: Any) -> None:
-        self._policy = torch.export.load(context.artifacts["policy"]).module()
+        self._load(context.artifacts["policy"])
+
+    def _load(self, path: str) -> None:
+        program = torch.export.load(path)
+        self._policy = program.module()
+        width = self.window * len(self.feature_names) + 1
+        self._numpy = NumpyMLP.from_program(dict(program.state_dict), self._policy, width)
 
     def policy(self) -> Any:
         if self._policy is None:
-            self._policy = torch.export.load(self.policy_path).module()
+            self._load(self.policy_path)
         return self._policy
 
     def action_table(self, model_input: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -130,10 +199,14 @@ class PPOPositionModel(PythonModel):
         return self.logits(batch).argmax(axis=1).reshape(3, count), valid
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        """The policy's logits. A small batch (one live decision) runs on one intra-op thread: with
+        """The policy's logits: the numpy network when it reproduces the exported one (`NumpyMLP`), else torch,
+        where a small batch (one live decision) runs on one intra-op thread: with
         more, torch's thread barrier costs ~0.2 ms and, when the CPUs are busy, spikes of 20-50 ms
         (measured); the process-wide thread count is restored afterwards."""
         policy = self.policy()
+        packed: NumpyMLP | None = getattr(self, "_numpy", None)  # (a wrapper pickled before it had one: torch)
+        if packed is not None:
+            return packed(batch)
         threads = torch.get_num_threads()
         single = threads > 1 and len(batch) <= SINGLE_THREAD_ROWS
         if single:
