@@ -35,6 +35,8 @@ from training.models.sklearn_models import (
     gbm_pipeline,
     logistic_pipeline,
     pack_forest,
+    pack_linear,
+    pack_scalers,
 )
 from training.train import prepare, train_candidate
 
@@ -111,6 +113,27 @@ def test_gbm_model_predicts_the_same_positions_on_either_path(data: TrainingData
     assert np.array_equal(batch, streamed)
     assert "_packed" in model.__dict__ and "_packed" not in model.__getstate__()
     assert pack_forest(logistic_pipeline(0)[-1]) is None  # no trees: the logistic model keeps sklearn's path
+
+
+def test_logistic_model_decides_a_row_as_numpy_what_sklearn_decides(data: TrainingData) -> None:
+    """Below SMALL_BATCH_ROWS rows the logistic pipeline runs as numpy (its scaler, x @ coef.T + intercept, the
+    softmax): scores equal scikit-learn's to 1e-12 and the same positions, one row at a time as the worker asks; a
+    pipeline it cannot reproduce keeps scikit-learn's path."""
+    settings = load_settings(env={}, config_dir=CONFIG_DIR).training
+    model = fit_logistic(data, settings, CostModel()).python_model
+    frame = pd.concat([data.train.X, data.validation.X]).iloc[: SMALL_BATCH_ROWS + 50]
+    batch = model.score(frame)  # scikit-learn's predict_proba: a batch of SMALL_BATCH_ROWS or more
+    rows = range(0, len(frame), 9)
+    streamed = np.concatenate([model.score(frame.iloc[i : i + 1]) for i in rows])
+    np.testing.assert_allclose(streamed, batch[list(rows)], rtol=0, atol=1e-12)
+    positions = model.predict(None, frame)
+    assert [model.predict(None, frame.iloc[i : i + 1])[0] for i in rows] == list(positions[list(rows)])
+    assert model._linear() is not None and "_packed_linear" not in model.__getstate__()
+    assert pack_linear(gbm_pipeline(0)) is None  # trees: the packed forest's path
+    scaled = pack_scalers(model.pipeline)
+    assert scaled is not None
+    values = frame[model.feature_names].to_numpy(dtype="float64")
+    assert np.array_equal(scaled(values), model.pipeline[0].transform(values))  # the same bits as the scaler
 
 
 def synthetic_trend_market(drift: float, rows: int = 1200, seed: int = 0) -> pd.DataFrame:

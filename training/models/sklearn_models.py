@@ -43,7 +43,10 @@ class SklearnPositionModel(PythonModel):
         if len(rows) >= SMALL_BATCH_ROWS:
             proba = full_proba(self.pipeline, rows)
         elif (forest := self._forest()) is not None:  # a decision: the packed trees, bit for bit sklearn's
-            proba = forest_proba(self.pipeline, forest, rows)
+            scalers = self._scalers()
+            proba = forest_proba(self.pipeline, forest, rows, scalers)
+        elif (linear := self._linear()) is not None:  # a decision: the scaler and the linear model as numpy
+            proba = linear(rows)
         else:
             proba = full_proba(self.pipeline, rows)
         return np.asarray(proba[:, 2] - proba[:, 0], dtype="float64")
@@ -55,8 +58,18 @@ class SklearnPositionModel(PythonModel):
             self._packed = pack_forest(self.pipeline[-1])
         return self._packed
 
+    def _scalers(self) -> PackedScalers | None:
+        if not hasattr(self, "_packed_scalers"):
+            self._packed_scalers = pack_scalers(self.pipeline)
+        return self._packed_scalers
+
+    def _linear(self) -> PackedLinear | None:
+        if not hasattr(self, "_packed_linear"):
+            self._packed_linear = pack_linear(self.pipeline)
+        return self._packed_linear
+
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_packed"}
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_packed")}
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
         score = self.score(model_input)
@@ -135,13 +148,90 @@ def forest_raw(forest: PackedForest, rows: np.ndarray) -> np.ndarray:
     return np.cumsum(np.concatenate([start, leaves], axis=1), axis=1)[:, -1, :]  # cumsum adds in order
 
 
-def forest_proba(pipeline: Pipeline, forest: PackedForest, features: np.ndarray) -> np.ndarray:
-    """`full_proba` through the packed trees: the pipeline's transforms, then the estimator's own link."""
+def forest_proba(
+    pipeline: Pipeline, forest: PackedForest, features: np.ndarray, scalers: PackedScalers | None = None
+) -> np.ndarray:
+    """`full_proba` through the packed trees: the pipeline's transforms (`scalers`, their numpy form, when given),
+    then the estimator's own link."""
     rows = features
-    for _, step in pipeline.steps[:-1]:
-        rows = step.transform(rows)
+    if scalers is not None:
+        rows = scalers(rows)
+    else:
+        for _, step in pipeline.steps[:-1]:
+            rows = step.transform(rows)
     model = pipeline[-1]
     return in_class_order(model._loss.predict_proba(forest_raw(forest, np.asarray(rows, dtype="float64"))), model)
+
+
+@dataclass(frozen=True)
+class PackedScalers:
+    """A pipeline's StandardScaler steps as numpy: `(x - mean) / scale`, the same elementwise operations as
+    `StandardScaler.transform` (so the same bits), without scikit-learn's per-call input validation, which costs
+    more than the arithmetic for one row."""
+
+    steps: tuple[tuple[np.ndarray | None, np.ndarray | None], ...]  # (mean or None, scale or None) per scaler
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        out = np.array(rows, dtype="float64")  # a copy, as the scaler's transform makes one
+        for mean, scale in self.steps:
+            if mean is not None:
+                out -= mean
+            if scale is not None:
+                out /= scale
+        return out
+
+
+def pack_scalers(pipeline: Pipeline) -> PackedScalers | None:
+    """The pipeline's transform steps when every one is a fitted StandardScaler (no step: identity); None
+    otherwise."""
+    steps = []
+    for _, step in pipeline.steps[:-1]:
+        if type(step) is not StandardScaler or not hasattr(step, "n_features_in_"):  # another transform, or unfitted
+            return None
+        steps.append((step.mean_ if step.with_mean else None, step.scale_ if step.with_std else None))
+    return PackedScalers(tuple(steps))
+
+
+@dataclass(frozen=True)
+class PackedLinear:
+    """A scaler + multinomial LogisticRegression pipeline as numpy: its scalers, `x @ coef.T + intercept` and the
+    softmax as `sklearn.utils.extmath.softmax` computes it. `pack_linear` keeps it only when it gives the
+    pipeline's own probabilities on a probe."""
+
+    scalers: PackedScalers
+    coef_t: np.ndarray  # (features, classes seen)
+    intercept: np.ndarray
+    classes: np.ndarray
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        decision = self.scalers(features) @ self.coef_t + self.intercept
+        decision -= decision.max(axis=1).reshape((-1, 1))
+        np.exp(decision, out=decision)
+        decision /= decision.sum(axis=1).reshape((-1, 1))
+        out = np.zeros((len(decision), 3))  # in_class_order, inlined
+        for column, klass in enumerate(self.classes):
+            out[:, int(klass) + 1] = decision[:, column]
+        return out
+
+
+def pack_linear(pipeline: Pipeline) -> PackedLinear | None:
+    """The numpy form of a scalers + multinomial LogisticRegression pipeline with 3 or more classes, checked
+    against `full_proba` on a probe around the scaler's mean (to 1e-12); None for anything else."""
+    model = pipeline[-1]
+    if type(model) is not LogisticRegression or len(getattr(model, "classes_", ())) < 3:
+        return None
+    scalers = pack_scalers(pipeline)
+    if scalers is None:
+        return None
+    packed = PackedLinear(scalers, np.ascontiguousarray(model.coef_.T), model.intercept_.copy(), model.classes_)
+    width = model.coef_.shape[1]
+    center = scalers.steps[0][0] if scalers.steps and scalers.steps[0][0] is not None else np.zeros(width)
+    spread = scalers.steps[0][1] if scalers.steps and scalers.steps[0][1] is not None else np.ones(width)
+    probe = center + spread * np.random.default_rng(0).normal(0.0, 2.0, size=(64, width))
+    for rows in (probe, probe[:1]):
+        if not np.allclose(packed(rows), full_proba(pipeline, rows), rtol=1e-12, atol=1e-15):
+            return None
+    return packed
 
 
 def full_proba(pipeline: Pipeline, features: np.ndarray) -> np.ndarray:
