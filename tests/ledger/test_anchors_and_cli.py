@@ -15,6 +15,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from cta.checkpoints import Checkpoint, Note, Signer, Verifier, cosign, sign, verify_cosignature
@@ -156,6 +157,30 @@ def run(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], *args: str) -> tup
     return result.exit_code, result.output, result.exception
 
 
+def ledger_database(db: Path, entries: int) -> Engine:
+    """A migrated SQLite serving database at `db` whose ledger holds `entries` decision entries (its engine)."""
+    engine = make_engine(f"sqlite:///{db}")
+    upgrade(engine)
+    with session_factory(engine)() as session:
+        for i in range(entries):
+            append(session, "decision", {"i": i}, TS + i)
+        session.commit()
+    return engine
+
+
+def rewrite_ledger(engine: Engine, db: Path, entries: int, changed: int) -> None:
+    """Delete the ledger (entries, tree, checkpoints) and write it again with entry `changed` altered: a valid chain
+    and tree of another history, as someone with write access to the database could."""
+    with sqlite3.connect(db) as connection:
+        connection.executescript(
+            "DELETE FROM ledger_checkpoints; DELETE FROM ledger_merkle_nodes; DELETE FROM ledger_entries;"
+        )
+    with session_factory(engine)() as session:
+        for i in range(entries):
+            append(session, "decision", {"i": i if i != changed else 100 * i}, TS + i)
+        session.commit()
+
+
 def test_ledger_commands_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     code, out, _ = run(monkeypatch, {}, "ledger", "keygen", "cta-log", "--out", str(tmp_path / "log.key"))
     assert code == 0
@@ -179,12 +204,7 @@ def test_ledger_commands_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         CTA_LEDGER_SIGNING_KEY=(tmp_path / "log.key").read_text().strip(),
         CTA_LEDGER_WITNESS_KEY=(tmp_path / "witness.key").read_text().strip(),
     )
-    engine = make_engine(f"sqlite:///{db}")
-    upgrade(engine)
-    with session_factory(engine)() as session:
-        for i in range(5):
-            append(session, "decision", {"i": i}, TS + i)
-        session.commit()
+    engine = ledger_database(db, entries=5)
 
     code, out, _ = run(monkeypatch, env, "ledger", "checkpoint")
     assert code == 0 and f"{ORIGIN}\n5\n" in out and "anchored: sizes 5" in out
@@ -215,14 +235,7 @@ def test_ledger_commands_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert run(monkeypatch, env, "ledger", "witness")[0] == 0
 
     # rewrite and re-hash the whole database behind the application's back (the chain and tree rebuilt)
-    with sqlite3.connect(db) as connection:
-        connection.executescript(
-            "DELETE FROM ledger_checkpoints; DELETE FROM ledger_merkle_nodes; DELETE FROM ledger_entries;"
-        )
-    with session_factory(engine)() as session:
-        for i in range(6):
-            append(session, "decision", {"i": i if i != 2 else 200}, TS + i)
-        session.commit()
+    rewrite_ledger(engine, db, entries=6, changed=2)
     code, out, error = run(monkeypatch, env, "ledger", "verify")
     assert code == 1 and isinstance(error, CTAError)
     assert "do not match the anchored checkpoint of size 6 (history rewritten)" in str(error)
@@ -342,12 +355,7 @@ def test_ledger_verify_uses_the_git_anchor(tmp_path: Path, monkeypatch: pytest.M
         CTA_LEDGER_SIGNING_KEY=log_secret,
         CTA_LEDGER_WITNESS_KEY=witness_secret,
     )
-    engine = make_engine(f"sqlite:///{db}")
-    upgrade(engine)
-    with session_factory(engine)() as session:
-        for i in range(4):
-            append(session, "decision", {"i": i}, TS + i)
-        session.commit()
+    engine = ledger_database(db, entries=4)
     code, out, _ = run(monkeypatch, env, "ledger", "checkpoint")
     assert code == 0 and "anchored: sizes 4" in out
     code, out, _ = run(monkeypatch, env, "ledger", "witness")
@@ -356,14 +364,7 @@ def test_ledger_verify_uses_the_git_anchor(tmp_path: Path, monkeypatch: pytest.M
     assert code == 0, out
     assert f"matches the anchored checkpoint of size 4 (git:{repo}) cosigned by witness-1 at 20" in out
 
-    with sqlite3.connect(db) as connection:  # rewrite and re-hash the database
-        connection.executescript(
-            "DELETE FROM ledger_checkpoints; DELETE FROM ledger_merkle_nodes; DELETE FROM ledger_entries;"
-        )
-    with session_factory(engine)() as session:
-        for i in range(4):
-            append(session, "decision", {"i": i if i != 1 else 100}, TS + i)
-        session.commit()
+    rewrite_ledger(engine, db, entries=4, changed=1)  # rewrite and re-hash the database
     engine.dispose()
     code, out, error = run(monkeypatch, env, "ledger", "verify")
     assert code == 1 and isinstance(error, CTAError)
