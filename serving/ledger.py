@@ -53,8 +53,12 @@ def entry_leaf_hash(seq: int, ts: int, kind: str, payload: Any) -> bytes:
 
 def entry_hash(prev_hash: str, seq: int, ts: int, kind: str, payload: Any) -> str:
     """The hash of entry `seq`, chaining it to `prev_hash`."""
-    body = canonical_json({"seq": seq, "ts": ts, "kind": kind, "payload": payload})
-    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+    return chain_hash(prev_hash, entry_leaf_data(seq, ts, kind, payload))
+
+
+def chain_hash(prev_hash: str, body: bytes) -> str:
+    """SHA-256 of the previous hash followed by the entry's canonical encoding (`entry_leaf_data`)."""
+    return hashlib.sha256(prev_hash.encode("utf-8") + body).hexdigest()
 
 
 def _lock_chain(session: Session) -> None:
@@ -110,7 +114,7 @@ def append(
     last = head(session)
     seq, prev_hash = (1, GENESIS_HASH) if last is None else (last[0] + 1, last[1])
     body = entry_leaf_data(seq, ts_ms, kind, value)  # what both the chain and the tree hash (encoded once)
-    entry = Appended(seq, ts_ms, kind, stored, prev_hash, hashlib.sha256(prev_hash.encode("utf-8") + body).hexdigest())
+    entry = Appended(seq, ts_ms, kind, stored, prev_hash, chain_hash(prev_hash, body))
     connection = session.connection()
     _INSERT_ENTRY.execute(
         connection,
