@@ -201,17 +201,14 @@ class PackedLinear:
     scalers: PackedScalers
     coef_t: np.ndarray  # (features, classes seen)
     intercept: np.ndarray
-    classes: np.ndarray
+    classes_: np.ndarray  # named as the estimator's (`in_class_order` reads it)
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         decision = self.scalers(features) @ self.coef_t + self.intercept
         decision -= decision.max(axis=1).reshape((-1, 1))
         np.exp(decision, out=decision)
         decision /= decision.sum(axis=1).reshape((-1, 1))
-        out = np.zeros((len(decision), 3))  # in_class_order, inlined
-        for column, klass in enumerate(self.classes):
-            out[:, int(klass) + 1] = decision[:, column]
-        return out
+        return in_class_order(decision, self)
 
 
 def pack_linear(pipeline: Pipeline) -> PackedLinear | None:
